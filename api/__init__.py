@@ -33,11 +33,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init(settings)
     init_celery(app, settings)
 
-    from api import admin, health, pipelines, runs, workflows
+    from api import admin, audit, health, openapi, pipelines, ratelimit, runs, workflows
     from api.errors import register_error_handlers
 
-    for module in (health, workflows, pipelines, runs, admin):
+    for module in (health, workflows, pipelines, runs, admin, openapi):
         app.register_blueprint(module.bp)
+    audit.init_app(app)
+    ratelimit.init_app(app)
     for optional in ("api.ui", "api.events"):
         if importlib.util.find_spec(optional) is not None:
             app.register_blueprint(importlib.import_module(optional).bp)

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, g
 from pydantic import Field, StrictStr
 from sqlalchemy import select
 
+from api.audit import audited
 from api.auth import require
 from api.errors import ApiError
 from api.schemas import IdBody, Strict, json_body
@@ -59,6 +60,7 @@ def list_keys():
 
 @bp.post("/keys")
 @require("admin")
+@audited("created", "key")
 def make_key():
     body = KeyCreate.model_validate(json_body())
     with db.session() as s:
@@ -68,6 +70,7 @@ def make_key():
 
 @bp.delete("/keys")
 @require("admin")
+@audited("revoked", "key")
 def revoke_key():
     body = IdBody.model_validate(json_body())
     with db.session() as s:

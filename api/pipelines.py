@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g
 
+from api.audit import audited
 from api.auth import require
 from api.errors import ApiError
 from api.schemas import IdBody, PipelineCreate, PipelineUpdate, json_body, pipeline_json
@@ -21,6 +22,7 @@ def list_pipelines():
 
 @bp.post("")
 @require("operator")
+@audited("created", "pipeline")
 def create_pipeline():
     body = PipelineCreate.model_validate(json_body())
     with db.session() as s:
@@ -30,6 +32,7 @@ def create_pipeline():
 
 @bp.put("")
 @require("operator")
+@audited("updated", "pipeline")
 def update_pipeline():
     data = json_body()
     body = PipelineUpdate.model_validate(data)
@@ -43,6 +46,7 @@ def update_pipeline():
 
 @bp.delete("")
 @require("operator")
+@audited("deleted", "pipeline")
 def delete_pipeline():
     body = IdBody.model_validate(json_body())
     with db.session() as s:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, request
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
+from api.audit import audited, run_action
 from api.auth import require
 from api.errors import ApiError
 from api.schemas import AdvanceRun, CancelRun, StartRun, json_body, parse_id, run_json
-from orchestrator import db, runs
+from orchestrator import db, idempotency, runs
 from orchestrator import transitions as t
 from orchestrator.models import PipelineRun, RunStep
 
@@ -59,13 +61,14 @@ def list_runs():
 def _limit(raw: str | None) -> int:
     if raw is None:
         return 20
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= 200:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 200:
         raise ApiError(400, "limit must be an integer from 1 to 200")
     return int(raw)
 
 
 @bp.post("")
 @require("operator")
+@audited(run_action, "run")
 def command():
     data = json_body()
     action = data.get("action")
@@ -79,8 +82,42 @@ def command():
 
 
 def _start(body: StartRun):
+    key = _idempotency_key()
+    if key is None:
+        with db.session() as s:
+            tr = runs.start_run(s, body.pipeline_id, g.identity.name, body.inputs)
+            payload = run_json(tr.run, tr.steps)
+        dispatch(tr.effects)
+        return {"run": payload}, 201
+    fingerprint = idempotency.fingerprint(body.model_dump())
+    ttl = current_app.config["SETTINGS"].idempotency_ttl_seconds
+    try:
+        return _start_once(body, key, fingerprint, ttl)
+    except IntegrityError:
+        # A twin request with the same key committed first: answer with its run.
+        return _start_once(body, key, fingerprint, ttl)
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= idempotency.MAX_KEY_LENGTH or not key.isprintable():
+        raise ApiError(400, "Idempotency-Key must be 1 to 255 printable characters")
+    return key
+
+
+def _start_once(body: StartRun, key: str, fingerprint: str, ttl: float):
     with db.session() as s:
+        try:
+            earlier = idempotency.remembered(s, g.identity.name, key, fingerprint, ttl)
+        except idempotency.KeyReused as exc:
+            raise ApiError(409, str(exc)) from None
+        if earlier is not None:
+            run, steps = runs.load_run(s, earlier)
+            return {"run": run_json(run, steps)}, 201, {"Idempotent-Replayed": "true"}
         tr = runs.start_run(s, body.pipeline_id, g.identity.name, body.inputs)
+        idempotency.remember(s, g.identity.name, key, fingerprint, tr.run.id)
         payload = run_json(tr.run, tr.steps)
     dispatch(tr.effects)
     return {"run": payload}, 201

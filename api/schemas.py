@@ -32,9 +32,9 @@ def _parse_id(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("must be an integer id")
     if isinstance(value, str):
-        if not value.strip().isdigit():
+        if not (value.isascii() and value.isdigit()) or len(value) > 10:
             raise ValueError("must be an integer id")
-        value = int(value.strip())
+        value = int(value)
     if isinstance(value, int) and 1 <= value <= MAX_ID:
         return value
     raise ValueError("must be a positive integer id")

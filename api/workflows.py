@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g
 
+from api.audit import audited
 from api.auth import require
 from api.errors import ApiError
 from api.schemas import IdBody, TemplateCreate, TemplateUpdate, json_body, template_json
@@ -30,6 +31,7 @@ def list_templates():
 
 @bp.post("")
 @require("operator")
+@audited("created", "template")
 def create_template():
     body = TemplateCreate.model_validate(json_body())
     fields = {
@@ -44,6 +46,7 @@ def create_template():
 
 @bp.put("")
 @require("operator")
+@audited("updated", "template")
 def update_template():
     data = json_body()
     body = TemplateUpdate.model_validate(data)
@@ -56,6 +59,7 @@ def update_template():
 
 @bp.delete("")
 @require("operator")
+@audited("deleted", "template")
 def delete_template():
     body = IdBody.model_validate(json_body())
     with db.session() as s:

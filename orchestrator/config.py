@@ -27,6 +27,21 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
     return int(_float(env, name, default))
 
 
+def _rate_limit(raw: str | None) -> int:
+    """`RATE_LIMIT`: a count per window, or `off` (also `0`) to turn limiting off."""
+    if raw is None or raw.strip() == "":
+        return 600
+    if raw.strip().lower() in ("off", "0", "false", "no"):
+        return 0
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"RATE_LIMIT must be a whole number or 'off', got {raw!r}") from exc
+    if value < 0:
+        raise ValueError(f"RATE_LIMIT must not be negative, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -48,6 +63,15 @@ class Settings:
     output_max_chars: int = 65536
     max_body_bytes: int = 1024 * 1024
     db_pool_size: int = 5
+    # Mutating requests allowed per API key (or client address) per window; 0 turns
+    # rate limiting off.
+    rate_limit: int = 600
+    rate_limit_window_seconds: float = 60.0
+    # How long an `Idempotency-Key` on a start is remembered.
+    idempotency_ttl_seconds: float = 24 * 3600.0
+    # How long a worker keeps retrying a database write it must not lose (a claim, a
+    # spawn_id, a step's result) while the database is unreachable.
+    db_retry_seconds: float = 120.0
 
     @property
     def embedded_broker(self) -> bool:
@@ -75,4 +99,8 @@ class Settings:
             output_max_chars=_int(env, "OUTPUT_MAX_CHARS", 65536),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
             db_pool_size=_int(env, "DB_POOL_SIZE", 5),
+            rate_limit=_rate_limit(env.get("RATE_LIMIT")),
+            rate_limit_window_seconds=_float(env, "RATE_LIMIT_WINDOW_SECONDS", 60.0),
+            idempotency_ttl_seconds=_float(env, "IDEMPOTENCY_TTL_SECONDS", 24 * 3600.0),
+            db_retry_seconds=_float(env, "DB_RETRY_SECONDS", 120.0),
         )

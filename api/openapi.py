@@ -1,0 +1,436 @@
+"""The OpenAPI 3.1 document of the whole HTTP API, served at `/api/openapi.json`.
+
+Built here as plain data. The document lists every operation this codebase defines and
+`build()` keeps those whose route the running app registers, so a test can hold the two
+together: every route is documented, every documented operation answers as described.
+Schemas are no stricter than the validation in api/schemas.py (unknown body fields are
+ignored), so that input the document calls invalid is input the API refuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, current_app
+
+bp = Blueprint("openapi", __name__)
+
+MAX_ID = 2**31 - 1
+ERROR_STATUSES = {
+    "400": "Invalid input",
+    "401": "No API key, or an unknown one",
+    "403": "The key's role is too low",
+    "404": "Unknown id",
+    "409": "State conflict",
+    "413": "Body too large",
+    "429": "Rate limited (see Retry-After)",
+    "503": "A dependency (database, broker) is down",
+}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def string(lo: int | None = None, hi: int | None = None, nullable: bool = False) -> dict:
+    out: dict[str, Any] = {"type": ["string", "null"] if nullable else "string"}
+    if lo is not None:
+        out["minLength"] = lo
+    if hi is not None:
+        out["maxLength"] = hi
+    return out
+
+
+def obj(props: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict:
+    out: dict[str, Any] = {"type": "object", "properties": props, **extra}
+    if required:
+        out["required"] = required
+    return out
+
+
+EPOCH = {"type": "integer", "description": "Unix epoch seconds"}
+EPOCH_OR_NULL = {"type": ["integer", "null"], "description": "Unix epoch seconds"}
+ID = {
+    "description": "An id: an integer, or a string of ASCII digits",
+    "oneOf": [
+        {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+        {"type": "string", "pattern": "^[0-9]{1,10}$"},
+    ],
+}
+TEMPLATE_FIELDS: dict[str, Any] = {
+    "name": string(1, 200),
+    "description": string(None, 5000, nullable=True),
+    "model": string(1, 100, nullable=True),
+    "prompt": string(1, 10000, nullable=True),
+    "task_prompt": string(1, 10000, nullable=True),
+    "parameters": {"type": ["object", "null"]},
+    "timeout_seconds": {"type": ["integer", "null"], "minimum": 10, "maximum": 3600},
+    "agent": {**string(1, 100, nullable=True), "description": "an agent profile name"},
+    "agent_role": string(None, 100, nullable=True),
+    "tags": {"type": ["array", "null"], "maxItems": 50, "items": string(1, 100)},
+    "retries": {"type": ["integer", "null"], "minimum": 0, "maximum": 10},
+    "retry_backoff_seconds": {"type": ["number", "null"], "minimum": 0, "maximum": 3600},
+}
+STEP_IN = obj({
+    "template_id": ref("Id"),
+    "on_failure": {"enum": ["stop", "continue"]},
+    "run_if": {"enum": ["on_success", "on_failure", "always"]},
+    "template_name": {"description": "ignored on input"},
+}, ["template_id"])
+STEPS_IN = {"type": "array", "minItems": 2, "maxItems": 50, "items": ref("PipelineStepIn")}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": obj({"error": {"type": "string"}}, ["error"]),
+    "Success": obj({"success": {"const": True}}, ["success"]),
+    "Id": ID,
+    "IdBody": obj({"id": ref("Id")}, ["id"]),
+    "Template": obj({
+        "id": {"type": "integer"},
+        "name": {"type": "string"},
+        "description": {"type": ["string", "null"]},
+        "model": {"type": "string"},
+        "prompt": {"type": "string"},
+        "task_prompt": {"type": "string"},
+        "parameters": {"type": "object"},
+        "timeout_seconds": {"type": "integer"},
+        "agent": {"type": "string"},
+        "agent_role": {"type": ["string", "null"]},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "retries": {"type": "integer"},
+        "retry_backoff_seconds": {"type": "number"},
+        "created_by": {"type": "string"},
+        "created_at": EPOCH,
+        "updated_at": EPOCH,
+        "use_count": {"type": "integer"},
+        "last_used_at": EPOCH_OR_NULL,
+    }, ["id", "name", "prompt", "task_prompt", "model", "parameters", "timeout_seconds",
+        "agent", "tags", "created_at", "updated_at", "use_count"]),
+    "TemplateCreate": {
+        **obj({**TEMPLATE_FIELDS, "name": string(1, 200)}, ["name"]),
+        "anyOf": [{"required": ["prompt"]}, {"required": ["task_prompt"]}],
+    },
+    "TemplateUpdate": obj({"id": ref("Id"), **TEMPLATE_FIELDS}, ["id"]),
+    "PipelineStepIn": STEP_IN,
+    "PipelineStep": obj({
+        "template_id": {"type": "integer"},
+        "template_name": {"type": "string"},
+        "on_failure": {"enum": ["stop", "continue"]},
+        "run_if": {"enum": ["on_success", "on_failure", "always"]},
+    }, ["template_id", "template_name", "on_failure"]),
+    "Pipeline": obj({
+        "id": {"type": "integer"},
+        "name": {"type": "string"},
+        "description": {"type": ["string", "null"]},
+        "steps": {"type": "array", "items": ref("PipelineStep")},
+        "use_count": {"type": "integer"},
+        "last_used_at": EPOCH_OR_NULL,
+        "runs": obj({k: {"type": "integer", "minimum": 0} for k in
+                     ("total", "completed", "failed", "running")},
+                    ["total", "completed", "failed", "running"]),
+        "created_by": {"type": "string"},
+        "created_at": EPOCH,
+        "updated_at": EPOCH,
+    }, ["id", "name", "steps", "use_count", "runs", "created_at", "updated_at"]),
+    "PipelineCreate": obj({
+        "name": string(1, 200),
+        "description": string(None, 5000, nullable=True),
+        "steps": STEPS_IN,
+    }, ["name", "steps"]),
+    "PipelineUpdate": obj({
+        "id": ref("Id"),
+        "name": string(1, 200),
+        "description": string(None, 5000, nullable=True),
+        "steps": STEPS_IN,
+    }, ["id"]),
+    "RunStep": obj({
+        "step_index": {"type": "integer", "minimum": 0},
+        "template_id": {"type": "integer"},
+        "template_name": {"type": "string"},
+        "on_failure": {"enum": ["stop", "continue"]},
+        "run_if": {"enum": ["on_success", "on_failure", "always"]},
+        "status": {"enum": ["pending", "running", "completed", "failed", "skipped"]},
+        "spawn_id": {"type": ["string", "null"]},
+        "started_at": EPOCH_OR_NULL,
+        "completed_at": EPOCH_OR_NULL,
+        "error": {"type": ["string", "null"]},
+        "attempt": {"type": "integer", "minimum": 1},
+        "output": {"type": ["string", "null"]},
+        "output_truncated": {"type": "boolean"},
+        "usage": {"type": ["object", "null"]},
+    }, ["step_index", "template_id", "template_name", "on_failure", "status", "spawn_id",
+        "started_at", "completed_at", "error", "attempt"]),
+    "Run": obj({
+        "id": {"type": "integer"},
+        "pipeline_id": {"type": "integer"},
+        "pipeline_name": {"type": "string"},
+        "status": {"enum": ["pending", "running", "completed", "failed", "cancelled"]},
+        "current_step": {"type": "integer", "minimum": 0},
+        "steps_snapshot": {"type": "array", "items": ref("RunStep")},
+        "inputs": {"type": "object"},
+        "started_at": EPOCH_OR_NULL,
+        "completed_at": EPOCH_OR_NULL,
+        "triggered_by": {"type": "string"},
+        "created_at": EPOCH,
+    }, ["id", "pipeline_id", "pipeline_name", "status", "current_step", "steps_snapshot",
+        "started_at", "completed_at", "triggered_by", "created_at"]),
+    "StartRun": obj({
+        "action": {"const": "start"},
+        "pipeline_id": ref("Id"),
+        "inputs": {"type": ["object", "null"]},
+    }, ["action", "pipeline_id"]),
+    "AdvanceRun": obj({
+        "action": {"const": "advance"},
+        "run_id": ref("Id"),
+        "success": {"type": "boolean"},
+        "error": string(None, 10000, nullable=True),
+        "output": string(nullable=True),
+        "step_index": {"type": ["integer", "null"], "minimum": 0},
+    }, ["action", "run_id", "success"]),
+    "CancelRun": obj({"action": {"const": "cancel"}, "run_id": ref("Id")},
+                     ["action", "run_id"]),
+    "Key": obj({
+        "id": {"type": "integer"},
+        "name": {"type": "string"},
+        "role": {"enum": ["viewer", "operator", "admin"]},
+        "prefix": {"type": "string"},
+        "created_at": EPOCH,
+        "revoked": {"type": "boolean"},
+    }, ["id", "name", "role", "prefix", "created_at", "revoked"]),
+    "KeyCreate": obj({
+        "name": string(1, 200),
+        "role": {"enum": ["viewer", "operator", "admin"]},
+    }, ["name", "role"]),
+    "AuditEntry": obj({
+        "id": {"type": "integer"},
+        "at": EPOCH,
+        "actor": {"type": "string"},
+        "role": {"enum": ["viewer", "operator", "admin"]},
+        "action": {"enum": ["created", "updated", "deleted", "started", "advanced",
+                            "cancelled", "revoked"]},
+        "target_type": {"enum": ["template", "pipeline", "run", "key"]},
+        "target_id": {"type": ["integer", "null"]},
+        "detail": {"type": "object"},
+    }, ["id", "at", "actor", "role", "action", "target_type", "target_id", "detail"]),
+}
+
+
+def json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def ok(status: str, description: str, props: dict[str, Any]) -> dict[str, Any]:
+    return {status: {"description": description,
+                     "content": json_content(obj(props, list(props)))}}
+
+
+def errors(*statuses: str) -> dict[str, Any]:
+    return {s: {"$ref": f"#/components/responses/E{s}"} for s in statuses}
+
+
+def operation(summary: str, responses: dict[str, Any], *, role: str | None,
+              body: str | dict | None = None, params: list[dict] | None = None,
+              mutating: bool = False) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary}
+    codes = ["400"] if (body or params) else []
+    if role is not None:
+        op["security"] = [{"ApiKey": []}, {"Bearer": []}]
+        op["x-required-role"] = role
+        codes += ["401", "403"]
+        if role != "viewer" or mutating:
+            op["summary"] += f" ({role})"
+    if body is not None:
+        schema = ref(body) if isinstance(body, str) else body
+        op["requestBody"] = {"required": True, "content": json_content(schema)}
+        codes += ["413"]
+    if mutating:
+        codes += ["429"]
+    if params:
+        op["parameters"] = params
+    if role is not None or body is not None:
+        codes += ["503"]
+    op["responses"] = {**responses, **errors(*sorted(set(codes) - set(responses)))}
+    return op
+
+
+def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+QUERY_ID = {"type": "string", "pattern": "^[0-9]{1,10}$"}
+TEMPLATE = {"template": ref("Template")}
+PIPELINE = {"pipeline": ref("Pipeline")}
+RUN = {"run": ref("Run")}
+
+# (path, method) → operation; the Flask rule is the path with no braces.
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/healthz", "get"): operation(
+        "The process answers", ok("200", "Up", {"status": {"const": "ok"}}), role=None),
+    ("/readyz", "get"): operation(
+        "Database and broker reachable",
+        {**ok("200", "Ready", {"status": {"const": "ready"}}),
+         "503": {"$ref": "#/components/responses/E503"}}, role=None),
+    ("/api/openapi.json", "get"): operation(
+        "This document", {"200": {"description": "OpenAPI 3.1",
+                                  "content": json_content({"type": "object"})}}, role=None),
+    ("/api/workflows", "get"): operation(
+        "List workflow templates",
+        ok("200", "Templates", {"templates": {"type": "array", "items": ref("Template")}}),
+        role="viewer"),
+    ("/api/workflows", "post"): operation(
+        "Create a template", ok("201", "Created", TEMPLATE),
+        role="operator", body="TemplateCreate", mutating=True),
+    ("/api/workflows", "put"): operation(
+        "Update a template (only the fields sent)", ok("200", "Updated", TEMPLATE),
+        role="operator", body="TemplateUpdate", mutating=True),
+    ("/api/workflows", "delete"): operation(
+        "Delete a template no pipeline uses (409 otherwise)",
+        {"200": {"description": "Deleted", "content": json_content(ref("Success"))},
+         **errors("404", "409")},
+        role="operator", body="IdBody", mutating=True),
+    ("/api/pipelines", "get"): operation(
+        "List pipelines with their run statistics",
+        ok("200", "Pipelines", {"pipelines": {"type": "array", "items": ref("Pipeline")}}),
+        role="viewer"),
+    ("/api/pipelines", "post"): operation(
+        "Create a pipeline (2 to 50 steps)", ok("201", "Created", PIPELINE),
+        role="operator", body="PipelineCreate", mutating=True),
+    ("/api/pipelines", "put"): operation(
+        "Update a pipeline", {**ok("200", "Updated", PIPELINE), **errors("404")},
+        role="operator", body="PipelineUpdate", mutating=True),
+    ("/api/pipelines", "delete"): operation(
+        "Delete a pipeline; its runs are kept",
+        {"200": {"description": "Deleted", "content": json_content(ref("Success"))},
+         **errors("404")},
+        role="operator", body="IdBody", mutating=True),
+    ("/api/pipelines/run", "get"): operation(
+        "List runs newest first, or one run with ?id=",
+        {"200": {"description": "Runs, or one run", "content": json_content({"oneOf": [
+            obj({"runs": {"type": "array", "items": ref("Run")}}, ["runs"]),
+            obj(RUN, ["run"])]})},
+         **errors("404")},
+        role="viewer",
+        params=[
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 200},
+                  "How many runs (default 20)"),
+            query("pipeline_id", QUERY_ID, "Only this pipeline's runs"),
+            query("status", {"enum": ["pending", "running", "completed", "failed",
+                                      "cancelled"]}, "Only runs in this status"),
+            query("id", QUERY_ID, "One run"),
+        ]),
+    ("/api/pipelines/run", "post"): {
+        **operation(
+            "Start, advance or cancel a run",
+            {**ok("201", "Started (or the run an earlier request with the same "
+                  "Idempotency-Key started)", RUN),
+             **ok("202", "Advanced or cancelled", RUN), **errors("404", "409")},
+            role="operator",
+            body={"oneOf": [ref("StartRun"), ref("AdvanceRun"), ref("CancelRun")]},
+            mutating=True,
+            params=[{"name": "Idempotency-Key", "in": "header", "required": False,
+                     "description": "On start: the same key and body within 24 hours "
+                                    "return the same run; another body is a 409",
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                                "pattern": "^[\\x21-\\x7e]+$"}}]),
+    },
+    ("/api/me", "get"): operation(
+        "Who the key belongs to",
+        ok("200", "Identity", {"name": {"type": "string"},
+                               "role": {"enum": ["viewer", "operator", "admin"]}}),
+        role="viewer"),
+    ("/api/agents", "get"): operation(
+        "Configured agent profiles",
+        ok("200", "Profiles", {"agents": {"type": "array", "items": obj(
+            {"name": {"type": "string"}, "runtime": {"type": "string"}},
+            ["name", "runtime"])}}),
+        role="viewer"),
+    ("/api/keys", "get"): operation(
+        "List API keys", ok("200", "Keys", {"keys": {"type": "array", "items": ref("Key")}}),
+        role="admin"),
+    ("/api/keys", "post"): operation(
+        "Create an API key (shown once)",
+        {"201": {"description": "Created", "content": json_content({
+            "allOf": [ref("Key"), obj({"key": {"type": "string"}}, ["key"])]})}},
+        role="admin", body="KeyCreate", mutating=True),
+    ("/api/keys", "delete"): operation(
+        "Revoke an API key",
+        {"200": {"description": "Revoked", "content": json_content(ref("Success"))},
+         **errors("404")},
+        role="admin", body="IdBody", mutating=True),
+    ("/api/audit", "get"): operation(
+        "The audit log, newest first",
+        ok("200", "Entries", {"entries": {"type": "array", "items": ref("AuditEntry")}}),
+        role="admin",
+        params=[
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 500},
+                  "How many entries (default 50)"),
+            query("before_id", QUERY_ID, "Entries older than this one"),
+            query("target_type", {"enum": ["template", "pipeline", "run", "key"]},
+                  "Only changes to this kind of object"),
+            query("target_id", QUERY_ID, "Only changes to this object"),
+        ]),
+    ("/api/events", "get"): operation(
+        "Run events as a server-sent event stream (also takes the key as ?key=)",
+        {"200": {"description": "text/event-stream",
+                 "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        role="viewer",
+        params=[
+            query("run_id", QUERY_ID, "Only this run's events"),
+            query("pipeline_id", QUERY_ID, "Only this pipeline's events"),
+            query("after", {"type": "string"}, "Start after this event id"),
+            query("max_duration", {"type": "integer", "minimum": 1, "maximum": 3600},
+                  "Seconds before the stream ends (default 300)"),
+            query("key", {"type": "string"}, "The API key, for EventSource"),
+        ]),
+}
+
+# Routes that are not part of the JSON API: the web UI and its static files.
+UNDOCUMENTED_ENDPOINTS = ("static", "ui.")
+
+
+def registered_operations(app: Flask) -> set[tuple[str, str]]:
+    out = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith(UNDOCUMENTED_ENDPOINTS):
+            continue
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            out.add((rule.rule, method.lower()))
+    return out
+
+
+def build(app: Flask) -> dict[str, Any]:
+    present = registered_operations(app)
+    paths: dict[str, dict[str, Any]] = {}
+    for (path, method), op in OPERATIONS.items():
+        if (path, method) in present:
+            paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Pipeline Orchestrator",
+            "version": "1",
+            "description": "Chains AI-agent workflow templates into multi-step pipelines "
+                           "that advance by themselves. Every error is JSON "
+                           '{"error": "..."}; times are Unix epoch seconds.',
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": {
+                f"E{code}": {"description": text, "content": json_content(ref("Error"))}
+                for code, text in ERROR_STATUSES.items()
+            },
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                "Bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }
+
+
+@bp.get("/api/openapi.json")
+def openapi_json():
+    doc = current_app.extensions.get("openapi")
+    if doc is None:
+        doc = current_app.extensions["openapi"] = build(current_app)
+    return doc

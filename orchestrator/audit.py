@@ -1,0 +1,58 @@
+"""The audit log: who did what (created, updated, deleted, started, advanced, cancelled).
+
+An entry is added to the session that makes the change, so it commits or rolls back with
+it: a refused or failed request leaves no entry, and no change goes unrecorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchestrator.models import AuditEntry, now
+
+ACTIONS = ("created", "updated", "deleted", "started", "advanced", "cancelled", "revoked")
+
+
+def record(
+    s: Session,
+    actor: str,
+    role: str,
+    action: str,
+    target_type: str,
+    target_id: int | None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEntry:
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    entry = AuditEntry(
+        at=now(),
+        actor=actor,
+        role=role,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        detail=detail or {},
+    )
+    s.add(entry)
+    return entry
+
+
+def recent(
+    s: Session,
+    limit: int,
+    before_id: int | None = None,
+    target_type: str | None = None,
+    target_id: int | None = None,
+) -> list[AuditEntry]:
+    """Newest first; `before_id` pages back through older entries."""
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(AuditEntry.id < before_id)
+    if target_type is not None:
+        query = query.where(AuditEntry.target_type == target_type)
+    if target_id is not None:
+        query = query.where(AuditEntry.target_id == target_id)
+    return list(s.scalars(query))
