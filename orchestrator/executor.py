@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import and_, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from orchestrator import db, runs
 from orchestrator import transitions as t
@@ -35,6 +35,27 @@ from orchestrator.runtimes import (
 log = logging.getLogger("orchestrator.executor")
 
 TRUNCATED_MARK = "\n…[truncated]"
+
+
+HOST = socket.gethostname()
+
+
+def worker_dead(worker: str | None) -> bool:
+    """True only for a `host:pid` holder on this host whose process no longer exists."""
+    host, _, pid = (worker or "").rpartition(":")
+    if host != HOST or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a zombie has died; its parent just has not reaped it yet
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def truncate(text: str | None, limit: int) -> tuple[str | None, bool]:
@@ -62,17 +83,17 @@ class Executor:
         self.settings = settings
         self.profiles = profiles
         self.dispatcher = dispatcher
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_id = worker_id or f"{HOST}:{os.getpid()}"
 
     # -- one step -------------------------------------------------------------------
 
     def run_step(self, run_id: int, step_index: int, attempt: int) -> str:
         """Run one delivery of a step message; returns what happened, for logs and tests."""
-        with db.session() as s:
-            tr = runs.claim_step(
-                s, run_id, step_index, attempt, self.worker_id, self.settings.lease_seconds
-            )
+        tr = self._retrying("claim a step", lambda s: runs.claim_step(
+            s, run_id, step_index, attempt, self.worker_id, self.settings.lease_seconds))
         if not tr.accepted:
+            if self._recover_orphan(run_id, step_index, attempt):
+                return "recovered"
             log.info("step message ignored: %s", tr.decision.reason,
                      extra={"run_id": run_id, "step_index": step_index})
             return "ignored"
@@ -86,10 +107,12 @@ class Executor:
         if session.outcome is not None:
             self._finish(run_id, step_index, attempt, session.outcome, session.spawn_id)
             return "finished"
-        with db.session() as s:
-            recorded = runs.record_spawn(
-                s, run_id, step_index, attempt, session.spawn_id, runtime.holds_worker
-            )
+        try:
+            recorded = self._retrying("record a spawn_id", lambda s: runs.record_spawn(
+                s, run_id, step_index, attempt, session.spawn_id, runtime.holds_worker))
+        except DBAPIError:
+            runtime.terminate(session)  # unrecorded, nobody else could ever end it
+            raise
         if not recorded:
             runtime.terminate(session)
             return "superseded"
@@ -176,14 +199,52 @@ class Executor:
             spawn_id=spawn_id,
         )
         proposal = t.Resolve(outcome.success, step_index, attempt, allow_pending=False)
-        with db.session() as s:
-            tr = runs.resolve_step(s, run_id, proposal, result)
+        tr = self._retrying("record a step's result",
+                            lambda s: runs.resolve_step(s, run_id, proposal, result))
         if not tr.accepted:
             log.info("step result ignored: %s", tr.decision.reason,
                      extra={"run_id": run_id, "step_index": step_index})
             return
         # The session that produced this outcome has ended: nothing to cancel.
         self.dispatcher.dispatch([e for e in tr.effects if not isinstance(e, CancelSession)])
+
+    def _retrying(self, what: str, work):
+        """Run `work(session)` in a transaction, retrying while the database is
+        unreachable (restarting, failing over) for up to DB_RETRY_SECONDS: a claim, a
+        spawn_id or a result that a worker drops would cost the step. A transaction that
+        committed but lost its connection before saying so is retried too; the proposal
+        is then refused as already applied, which is harmless."""
+        deadline = time.monotonic() + self.settings.db_retry_seconds
+        delay = 0.2
+        while True:
+            try:
+                with db.session() as s:
+                    return work(s)
+            except DBAPIError as exc:
+                transient = isinstance(exc, OperationalError) or exc.connection_invalidated
+                if not transient or time.monotonic() >= deadline:
+                    raise
+                log.warning("database unreachable, will retry to %s: %s", what, exc.orig)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _recover_orphan(self, run_id: int, step_index: int, attempt: int) -> bool:
+        """A step message arrived for an attempt that is already running. That happens
+        when the worker running it died and the broker redelivered its message (acks_late
+        with task_reject_on_worker_lost). If the holder is gone, resolve the step now
+        rather than wait for its lease to run out; if it is alive this was a duplicate."""
+        with db.session() as s:
+            step = s.scalar(select(RunStep).where(
+                RunStep.run_id == run_id, RunStep.step_index == step_index,
+                RunStep.attempt == attempt, RunStep.status == t.RUNNING))
+            holder = None if step is None else step.worker
+            lease = None if step is None else step.lease_expires_at
+        if lease is None or holder == self.worker_id:
+            return False  # not running, or waiting on a callback without a worker
+        if lease >= now() and not worker_dead(holder):
+            return False
+        error = f"worker lost: {holder or 'a worker'} died while running the step"
+        return self._sweep_resolve(run_id, step_index, attempt, error) == 1
 
     # -- sessions known only by id ----------------------------------------------------
 
@@ -209,6 +270,12 @@ class Executor:
                 select(RunStep.run_id, RunStep.step_index, RunStep.attempt, RunStep.worker)
                 .where(RunStep.status == t.RUNNING, RunStep.lease_expires_at < ts)
             ).all()
+            # Holders on this host can be checked directly, without waiting for the lease.
+            dead = [row for row in s.execute(
+                select(RunStep.run_id, RunStep.step_index, RunStep.attempt, RunStep.worker)
+                .where(RunStep.status == t.RUNNING, RunStep.lease_expires_at >= ts,
+                       RunStep.worker.like(f"{HOST}:%"))
+            ).all() if worker_dead(row.worker)]
             overdue = s.execute(
                 select(RunStep.run_id, RunStep.step_index, RunStep.attempt,
                        RunStep.timeout_seconds)
@@ -229,6 +296,9 @@ class Executor:
             ).all()
         for run_id, index, attempt, worker in lost:
             error = f"worker lost: {worker or 'a worker'} stopped renewing its lease"
+            report.lost += self._sweep_resolve(run_id, index, attempt, error)
+        for run_id, index, attempt, worker in dead:
+            error = f"worker lost: {worker} died while running the step"
             report.lost += self._sweep_resolve(run_id, index, attempt, error)
         for run_id, index, attempt, timeout in overdue:
             error = f"timed out after {timeout} s"
