@@ -281,7 +281,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Create a template", ok("201", "Created", TEMPLATE),
         role="operator", body="TemplateCreate", mutating=True),
     ("/api/workflows", "put"): operation(
-        "Update a template (only the fields sent)", ok("200", "Updated", TEMPLATE),
+        "Update a template (only the fields sent)",
+        {**ok("200", "Updated", TEMPLATE), **errors("404")},
         role="operator", body="TemplateUpdate", mutating=True),
     ("/api/workflows", "delete"): operation(
         "Delete a template no pipeline uses (409 otherwise)",
