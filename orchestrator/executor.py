@@ -38,6 +38,8 @@ TRUNCATED_MARK = "\n…[truncated]"
 
 
 HOST = socket.gethostname()
+# At most this many lost step messages are resent per sweep.
+REQUEUE_BATCH = 200
 
 
 def worker_dead(worker: str | None) -> bool:
@@ -303,12 +305,21 @@ class Executor:
         for run_id, index, attempt, timeout in overdue:
             error = f"timed out after {timeout} s"
             report.timed_out += self._sweep_resolve(run_id, index, attempt, error)
-        for run_id, index, attempt in stale:
+        if stale and self._queue_backlog():
+            # Messages are still queued: a step pending this long is waiting its turn, not
+            # lost. Resending now would flood the queue with duplicates under load.
+            stale = []
+        for run_id, index, attempt in stale[:REQUEUE_BATCH]:
             with db.session() as s:
                 runs.mark_enqueued(s, run_id, index, attempt)
             self.dispatcher.dispatch([RunStepMessage(run_id, index, attempt)])
             report.requeued += 1
         return report
+
+    def _queue_backlog(self) -> int:
+        """Messages waiting in the step queue, if the dispatcher can tell (else 0)."""
+        count = getattr(self.dispatcher, "backlog", None)
+        return (count(self.settings.queue) or 0) if count else 0
 
     def _sweep_resolve(self, run_id: int, index: int, attempt: int, error: str) -> int:
         proposal = t.Resolve(False, index, attempt, allow_pending=False)

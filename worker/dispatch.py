@@ -22,6 +22,17 @@ class CeleryDispatcher:
             except Exception:  # broker down: the sweeper resends pending steps later
                 log.exception("could not send %s", effect)
 
+    def backlog(self, queue: str) -> int | None:
+        """How many messages wait in `queue`; None if the broker cannot say."""
+        try:
+            with self.app.connection_for_write() as conn:
+                # declaring is idempotent (workers declare it too) and answers with its length
+                ok = conn.default_channel.queue_declare(queue=queue, durable=True, auto_delete=False)
+                return ok.message_count
+        except Exception:
+            log.warning("cannot read the length of queue %s", queue, exc_info=True)
+            return None
+
     def _send(self, effect: Effect) -> None:
         if isinstance(effect, RunStepMessage):
             self.app.send_task(

@@ -12,7 +12,8 @@ from flask import Flask
 from api import create_app
 from orchestrator import db
 from orchestrator.auth import create_key
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, PG_ADMIN_URL
+from tests.reliability import faults
 
 
 def make_app(settings, **overrides) -> Flask:
@@ -47,3 +48,11 @@ def role_keys(settings) -> dict[str, str]:
             _, keys[role] = create_key(s, f"rel-{role}", role)
         _, keys["admin-db"] = create_key(s, "rel-admin", "admin")
     return keys
+
+
+@pytest.fixture
+def fresh_db(database_url):
+    """A migrated database of its own, for tests whose sweeper must see only their runs."""
+    url, name = faults.fresh_database(PG_ADMIN_URL)
+    yield url
+    faults.drop_database(PG_ADMIN_URL, name)

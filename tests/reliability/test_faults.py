@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import ADMIN_KEY, PG_ADMIN_URL
+from tests.conftest import ADMIN_KEY
 from tests.reliability import faults
 from tests.reliability.invariants import check
 from tests.support import Api, pid_alive
@@ -23,13 +23,6 @@ from tests.support import Api, pid_alive
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(150)]
 
 FAST = {"STEP_LEASE_SECONDS": "3", "REQUEUE_AFTER_SECONDS": "3"}
-
-
-@pytest.fixture
-def fresh_db(database_url):
-    url, name = faults.fresh_database(PG_ADMIN_URL)
-    yield url
-    faults.drop_database(PG_ADMIN_URL, name)
 
 
 def pid_of(step: dict) -> int:

@@ -1,0 +1,94 @@
+"""The sweeper's decisions, with a recording dispatcher and no worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from sqlalchemy import update
+
+from orchestrator import db, runs
+from orchestrator.config import Settings
+from orchestrator.effects import CancelSession, Recorder, RunStepMessage
+from orchestrator.executor import HOST, Executor
+from orchestrator.models import RunStep, now
+from orchestrator.profiles import load_profiles
+from tests.factories import make_pipeline
+
+
+class QueueRecorder(Recorder):
+    def __init__(self, waiting: int):
+        super().__init__()
+        self.waiting = waiting
+
+    def backlog(self, queue: str) -> int:
+        return self.waiting
+
+
+@pytest.fixture
+def own_db(fresh_db, settings):
+    db.init(Settings(database_url=fresh_db))
+    yield fresh_db
+    db.reset()
+    db.init(settings)
+
+
+def started_run(n: int = 2) -> int:
+    with db.session() as s:
+        return runs.start_run(s, make_pipeline(s, n=n).id, "tests").run.id
+
+
+def executor(dispatcher, **settings) -> Executor:
+    return Executor(Settings(requeue_after_seconds=3, **settings), load_profiles(None),
+                    dispatcher)
+
+
+def age_message(run_id: int, seconds: float) -> None:
+    with db.session() as s:
+        s.execute(update(RunStep).where(RunStep.run_id == run_id, RunStep.step_index == 0)
+                  .values(enqueued_at=now() - seconds))
+
+
+def test_lost_message_is_resent_only_when_the_queue_is_empty(own_db):
+    rid = started_run()
+    age_message(rid, 10)
+    busy = QueueRecorder(waiting=50)
+    assert executor(busy).sweep().requeued == 0 and busy.effects == []
+    idle = QueueRecorder(waiting=0)
+    assert executor(idle).sweep().requeued == 1
+    assert idle.effects == [RunStepMessage(rid, 0, 1)]
+    # sent again just now: not again until REQUEUE_AFTER_SECONDS have passed
+    assert executor(idle).sweep().requeued == 0
+
+
+def test_step_of_a_dead_local_worker_is_failed_without_waiting_for_its_lease(own_db):
+    rid = started_run()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    agent = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    with db.session() as s:
+        runs.claim_step(s, rid, 0, 1, f"{HOST}:{gone.pid}", lease_seconds=300)
+        runs.record_spawn(s, rid, 0, 1, f"{HOST}:{agent.pid}", holds_worker=True)
+    recorder = Recorder()
+    report = executor(recorder).sweep()
+    assert report.lost == 1
+    with db.session() as s:
+        run, steps = runs.load_run(s, rid)
+        assert run.status == "failed"
+        assert steps[0].error == f"worker lost: {HOST}:{gone.pid} died while running the step"
+        assert steps[1].status == "skipped"
+    # the orphaned session is to be ended
+    assert CancelSession(rid, 0, "echo", f"{HOST}:{agent.pid}") in recorder.effects
+    os.killpg(agent.pid, 9)
+    agent.wait()
+
+
+def test_live_holder_with_a_valid_lease_is_left_alone(own_db):
+    rid = started_run()
+    with db.session() as s:
+        runs.claim_step(s, rid, 0, 1, f"{HOST}:{os.getpid()}", lease_seconds=300)
+    assert executor(Recorder()).sweep().lost == 0
+    # a redelivered message for the running attempt is a duplicate, not a recovery
+    other = Executor(Settings(), load_profiles(None), Recorder(), worker_id=f"{HOST}:1")
+    assert other.run_step(rid, 0, 1) == "ignored"
