@@ -63,6 +63,14 @@ def leftover_processes(database_url: str) -> list[str]:
             and pid_alive(int(s.rpartition(":")[2]))]
 
 
+def lost_steps(database_url: str) -> tuple[int, int]:
+    """Steps failed as lost, and steps re-run after a failure (attempt > 1)."""
+    with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+        return conn.execute(
+            "SELECT count(*) FILTER (WHERE error LIKE 'worker lost%%'), "
+            "count(*) FILTER (WHERE attempt > 1) FROM run_steps").fetchone()
+
+
 def kill_at_random(live, rng: random.Random, deadline: float, log: list[str]) -> None:
     """One pool child, then the whole worker (a fresh one replaces it)."""
     time.sleep(rng.uniform(0.5, 2.0))
@@ -127,6 +135,8 @@ def main() -> int:
             time.sleep(2)  # let the sweeper's cancels of orphaned sessions land
             orphans = leftover_processes(database_url)
         report = check(database_url, pipelines)
+        lost, rerun = lost_steps(database_url)
+        print(f"soak: steps failed as 'worker lost': {lost}; steps re-run (attempt > 1): {rerun}")
         print(report.summary())
         print(f"soak: orphaned agent processes still alive: {len(orphans)}")
         return 0 if report.ok and not orphans and report.runs == args.runs else 1
