@@ -13,6 +13,7 @@ let update = null; // the current view's re-render function
 
 subscribe(() => {
   renderLive();
+  if (state.loaded) document.querySelector(".page-error")?.remove();
   if (update) update();
 });
 

@@ -35,7 +35,6 @@ export function render(root) {
     banner,
     h("div.page-head", h("div", h("h1", "Pipelines"), h("p.muted", "Chains of workflow templates that run in order.")), newBtn),
     list,
-    inlineError("pipelines"),
   );
   const update = () => {
     updateBanner(banner);
