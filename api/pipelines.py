@@ -1,0 +1,50 @@
+"""/api/pipelines: pipeline definitions, with their run statistics."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g
+
+from api.auth import require
+from api.errors import ApiError
+from api.schemas import IdBody, PipelineCreate, PipelineUpdate, json_body, pipeline_json
+from orchestrator import catalog, db
+
+bp = Blueprint("pipelines", __name__, url_prefix="/api/pipelines")
+
+
+@bp.get("")
+@require("viewer")
+def list_pipelines():
+    with db.session() as s:
+        return {"pipelines": [pipeline_json(p) for p in catalog.list_pipelines(s)]}
+
+
+@bp.post("")
+@require("operator")
+def create_pipeline():
+    body = PipelineCreate.model_validate(json_body())
+    with db.session() as s:
+        pipeline = catalog.create_pipeline(s, body.model_dump(), g.identity.name)
+        return {"pipeline": pipeline_json(pipeline)}, 201
+
+
+@bp.put("")
+@require("operator")
+def update_pipeline():
+    data = json_body()
+    body = PipelineUpdate.model_validate(data)
+    fields = body.model_dump(include=set(data) - {"id"})
+    if fields.get("name", "") is None or ("steps" in fields and fields["steps"] is None):
+        raise ApiError(400, "name and steps may not be null")
+    with db.session() as s:
+        pipeline = catalog.update_pipeline(s, body.id, fields)
+        return {"pipeline": pipeline_json(pipeline)}
+
+
+@bp.delete("")
+@require("operator")
+def delete_pipeline():
+    body = IdBody.model_validate(json_body())
+    with db.session() as s:
+        catalog.delete_pipeline(s, body.id)
+    return {"success": True}

@@ -1,0 +1,111 @@
+"""/api/pipelines/run: list runs, and the start / advance / cancel commands.
+
+A command is one transaction through `orchestrator.runs`; its effects (the next step's
+message, a session to cancel) are dispatched only after that transaction commits.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, request
+from sqlalchemy import select
+
+from api.auth import require
+from api.errors import ApiError
+from api.schemas import AdvanceRun, CancelRun, StartRun, json_body, parse_id, run_json
+from orchestrator import db, runs
+from orchestrator import transitions as t
+from orchestrator.models import PipelineRun, RunStep
+
+bp = Blueprint("runs", __name__, url_prefix="/api/pipelines/run")
+
+INVALID_ACTION = "Invalid action. Use: start, advance, cancel"
+
+
+def dispatch(effects) -> None:
+    current_app.extensions["dispatcher"].dispatch(effects)
+
+
+@bp.get("")
+@require("viewer")
+def list_runs():
+    args = request.args
+    with db.session() as s:
+        if "id" in args:
+            run, steps = runs.load_run(s, parse_id(args["id"], "id"))
+            return {"run": run_json(run, steps)}
+        limit = _limit(args.get("limit"))
+        query = select(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit)
+        if "pipeline_id" in args:
+            query = query.where(
+                PipelineRun.pipeline_id == parse_id(args["pipeline_id"], "pipeline_id")
+            )
+        if "status" in args:
+            status = args["status"]
+            if status not in t.RUN_STATUSES:
+                raise ApiError(400, f"status must be one of {', '.join(t.RUN_STATUSES)}")
+            query = query.where(PipelineRun.status == status)
+        found = list(s.scalars(query))
+        by_run: dict[int, list[RunStep]] = {r.id: [] for r in found}
+        if found:
+            for step in s.scalars(
+                select(RunStep)
+                .where(RunStep.run_id.in_(by_run))
+                .order_by(RunStep.run_id, RunStep.step_index)
+            ):
+                by_run[step.run_id].append(step)
+        return {"runs": [run_json(r, by_run[r.id]) for r in found]}
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return 20
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= 200:
+        raise ApiError(400, "limit must be an integer from 1 to 200")
+    return int(raw)
+
+
+@bp.post("")
+@require("operator")
+def command():
+    data = json_body()
+    action = data.get("action")
+    if action == "start":
+        return _start(StartRun.model_validate(data))
+    if action == "advance":
+        return _advance(AdvanceRun.model_validate(data))
+    if action == "cancel":
+        return _cancel(CancelRun.model_validate(data))
+    raise ApiError(400, INVALID_ACTION)
+
+
+def _start(body: StartRun):
+    with db.session() as s:
+        tr = runs.start_run(s, body.pipeline_id, g.identity.name, body.inputs)
+        payload = run_json(tr.run, tr.steps)
+    dispatch(tr.effects)
+    return {"run": payload}, 201
+
+
+def _advance(body: AdvanceRun):
+    error = body.error
+    if not body.success and not error:
+        error = f"marked failed by {g.identity.name}"
+    proposal = t.Resolve(body.success, body.step_index, None, allow_pending=True)
+    result = runs.StepResult(error=None if body.success else error, output=body.output)
+    with db.session() as s:
+        tr = runs.resolve_step(s, body.run_id, proposal, result)
+        if not tr.accepted:
+            raise ApiError(409, tr.decision.reason)
+        payload = run_json(tr.run, tr.steps)
+    dispatch(tr.effects)
+    return {"run": payload}, 202
+
+
+def _cancel(body: CancelRun):
+    with db.session() as s:
+        tr = runs.cancel_run(s, body.run_id)
+        if not tr.accepted:
+            raise ApiError(409, tr.decision.reason)
+        payload = run_json(tr.run, tr.steps)
+    dispatch(tr.effects)
+    return {"run": payload}, 202

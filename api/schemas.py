@@ -1,0 +1,255 @@
+"""Request validation (pydantic) and response shapes (SPEC §2) for the HTTP API.
+
+Inputs are strict: a wrong type is a 400, never coerced, except ids, which may be
+integers or numeric strings. `template_name` in pipeline steps is ignored on input.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from flask import request
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+
+from api.errors import ApiError
+from orchestrator.models import Pipeline, PipelineRun, RunStep, WorkflowTemplate
+from orchestrator.transitions import ON_FAILURE, RUN_IF
+
+MAX_ID = 2**31 - 1
+
+
+def _parse_id(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer id")
+    if isinstance(value, str):
+        if not value.strip().isdigit():
+            raise ValueError("must be an integer id")
+        value = int(value.strip())
+    if isinstance(value, int) and 1 <= value <= MAX_ID:
+        return value
+    raise ValueError("must be a positive integer id")
+
+
+Id = Annotated[int, BeforeValidator(_parse_id)]
+Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+Tag = Annotated[StrictStr, Field(min_length=1, max_length=100)]
+
+
+def parse_id(value: Any, what: str) -> int:
+    try:
+        return _parse_id(value)
+    except ValueError as exc:
+        raise ApiError(400, f"{what}: {exc}") from None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+
+class TemplateFields(Strict):
+    name: Name | None = None
+    description: Annotated[StrictStr, Field(max_length=5000)] | None = None
+    model: Annotated[StrictStr, Field(min_length=1, max_length=100)] | None = None
+    prompt: Annotated[StrictStr, Field(min_length=1, max_length=10000)] | None = None
+    task_prompt: Annotated[StrictStr, Field(min_length=1, max_length=10000)] | None = None
+    parameters: dict[str, Any] | None = None
+    timeout_seconds: Annotated[StrictInt, Field(ge=10, le=3600)] | None = None
+    agent: Annotated[StrictStr, Field(min_length=1, max_length=100)] | None = None
+    agent_role: Annotated[StrictStr, Field(max_length=100)] | None = None
+    tags: Annotated[list[Tag], Field(max_length=50)] | None = None
+    retries: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
+    retry_backoff_seconds: Annotated[StrictInt | StrictFloat, Field(ge=0, le=3600)] | None = None
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> TemplateFields:
+        if self.prompt is not None and self.task_prompt is not None:
+            if self.prompt != self.task_prompt:
+                raise ValueError("prompt and task_prompt differ; send one of them")
+        if self.prompt is None:
+            self.prompt = self.task_prompt
+        return self
+
+    def fields(self, sent: set[str]) -> dict[str, Any]:
+        """The columns to write: only what the request sent (task_prompt means prompt)."""
+        out = {k: getattr(self, k) for k in sent if k in type(self).model_fields}
+        if "task_prompt" in out:
+            out["prompt"] = out.pop("task_prompt")
+        required_not_null = {"name", "model", "prompt", "parameters", "timeout_seconds",
+                             "agent", "tags", "retries", "retry_backoff_seconds"}
+        for key in required_not_null & out.keys():
+            if out[key] is None:
+                raise ApiError(400, f"{key}: may not be null")
+        return out
+
+
+class TemplateCreate(TemplateFields):
+    name: Name
+
+    @model_validator(mode="after")
+    def _needs_prompt(self) -> TemplateCreate:
+        if self.prompt is None:
+            raise ValueError("prompt (or task_prompt) is required")
+        return self
+
+
+class TemplateUpdate(TemplateFields):
+    id: Id
+
+
+class StepIn(Strict):
+    template_id: Id
+    on_failure: Literal[ON_FAILURE] = "stop"  # type: ignore[valid-type]
+    run_if: Literal[RUN_IF] = "on_success"  # type: ignore[valid-type]
+
+
+Steps = Annotated[list[StepIn], Field(min_length=2, max_length=50)]
+
+
+class PipelineCreate(Strict):
+    name: Name
+    description: Annotated[StrictStr, Field(max_length=5000)] | None = None
+    steps: Steps
+
+
+class PipelineUpdate(Strict):
+    id: Id
+    name: Name | None = None
+    description: Annotated[StrictStr, Field(max_length=5000)] | None = None
+    steps: Steps | None = None
+
+
+class IdBody(Strict):
+    id: Id
+
+
+class StartRun(Strict):
+    pipeline_id: Id
+    inputs: dict[str, Any] | None = None
+
+
+class AdvanceRun(Strict):
+    run_id: Id
+    success: StrictBool
+    error: Annotated[StrictStr, Field(max_length=10000)] | None = None
+    output: StrictStr | None = None
+    step_index: Annotated[StrictInt, Field(ge=0)] | None = None
+
+
+class CancelRun(Strict):
+    run_id: Id
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, or a 400 that says what is wrong with it."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise ApiError(400, "body required: send a JSON object")
+    data = request.get_json(silent=True, force=True)
+    if data is None:
+        raise ApiError(400, "body is not valid JSON")
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return data
+
+
+# -- responses ----------------------------------------------------------------------
+
+
+def epoch(ts: float | None) -> int | None:
+    return None if ts is None else int(ts)
+
+
+def template_json(tpl: WorkflowTemplate) -> dict[str, Any]:
+    return {
+        "id": tpl.id,
+        "name": tpl.name,
+        "description": tpl.description,
+        "model": tpl.model,
+        "prompt": tpl.prompt,
+        "task_prompt": tpl.prompt,
+        "parameters": tpl.parameters,
+        "timeout_seconds": tpl.timeout_seconds,
+        "agent": tpl.agent,
+        "agent_role": tpl.agent_role,
+        "tags": tpl.tags,
+        "retries": tpl.retries,
+        "retry_backoff_seconds": tpl.retry_backoff_seconds,
+        "created_by": tpl.created_by,
+        "created_at": epoch(tpl.created_at),
+        "updated_at": epoch(tpl.updated_at),
+        "use_count": tpl.use_count,
+        "last_used_at": epoch(tpl.last_used_at),
+    }
+
+
+def pipeline_json(p: Pipeline) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "steps": [
+            {
+                "template_id": st.template_id,
+                "template_name": st.template.name,
+                "on_failure": st.on_failure,
+                "run_if": st.run_if,
+            }
+            for st in p.steps
+        ],
+        "use_count": p.use_count,
+        "last_used_at": epoch(p.last_used_at),
+        "runs": {
+            "total": p.runs_total,
+            "completed": p.runs_completed,
+            "failed": p.runs_failed,
+            "running": p.runs_running,
+        },
+        "created_by": p.created_by,
+        "created_at": epoch(p.created_at),
+        "updated_at": epoch(p.updated_at),
+    }
+
+
+def step_json(st: RunStep) -> dict[str, Any]:
+    return {
+        "step_index": st.step_index,
+        "template_id": st.template_id,
+        "template_name": st.template_name,
+        "on_failure": st.on_failure,
+        "run_if": st.run_if,
+        "status": st.status,
+        "spawn_id": st.spawn_id,
+        "started_at": epoch(st.started_at),
+        "completed_at": epoch(st.completed_at),
+        "error": st.error,
+        "attempt": st.attempt,
+        "output": st.output,
+        "output_truncated": st.output_truncated,
+        "usage": st.usage,
+    }
+
+
+def run_json(run: PipelineRun, steps: list[RunStep]) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "pipeline_id": run.pipeline_id,
+        "pipeline_name": run.pipeline_name,
+        "status": run.status,
+        "current_step": run.current_step,
+        "steps_snapshot": [step_json(st) for st in steps],
+        "inputs": run.inputs,
+        "started_at": epoch(run.started_at),
+        "completed_at": epoch(run.completed_at),
+        "triggered_by": run.triggered_by,
+        "created_at": epoch(run.created_at),
+    }

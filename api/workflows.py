@@ -1,0 +1,63 @@
+"""/api/workflows: workflow templates."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g
+
+from api.auth import require
+from api.errors import ApiError
+from api.schemas import IdBody, TemplateCreate, TemplateUpdate, json_body, template_json
+from orchestrator import catalog, db
+
+bp = Blueprint("workflows", __name__, url_prefix="/api/workflows")
+
+
+def check_agent(fields: dict) -> None:
+    agent = fields.get("agent")
+    profiles = current_app.config["PROFILES"]
+    if agent is not None and agent not in profiles:
+        raise ApiError(
+            400, f"agent: unknown agent profile {agent!r} (configured: {', '.join(sorted(profiles))})"
+        )
+
+
+@bp.get("")
+@require("viewer")
+def list_templates():
+    with db.session() as s:
+        return {"templates": [template_json(t) for t in catalog.list_templates(s)]}
+
+
+@bp.post("")
+@require("operator")
+def create_template():
+    body = TemplateCreate.model_validate(json_body())
+    fields = {
+        k: v for k, v in body.model_dump(exclude={"task_prompt"}).items() if v is not None
+    }
+    fields.setdefault("description", None)
+    check_agent(fields)
+    with db.session() as s:
+        tpl = catalog.create_template(s, fields, g.identity.name)
+        return {"template": template_json(tpl)}, 201
+
+
+@bp.put("")
+@require("operator")
+def update_template():
+    data = json_body()
+    body = TemplateUpdate.model_validate(data)
+    fields = body.fields(set(data) - {"id"})
+    check_agent(fields)
+    with db.session() as s:
+        tpl = catalog.update_template(s, body.id, fields)
+        return {"template": template_json(tpl)}
+
+
+@bp.delete("")
+@require("operator")
+def delete_template():
+    body = IdBody.model_validate(json_body())
+    with db.session() as s:
+        catalog.delete_template(s, body.id)
+    return {"success": True}

@@ -1,0 +1,151 @@
+"""`orchestrator`: run the service (up, api, worker, beat), migrate, manage keys."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+import click
+
+from orchestrator import db, migrate
+from orchestrator.auth import ROLES, create_key, has_keys
+from orchestrator.config import Settings
+
+
+@click.group()
+def main() -> None:
+    """Pipeline Orchestrator: multi-step agent pipelines that advance by themselves."""
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+@main.group(name="db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command()
+def upgrade() -> None:
+    """Apply schema migrations to DATABASE_URL."""
+    settings = Settings.from_env()
+    migrate.upgrade(settings.database_url)
+    click.echo(f"database at {_safe_url(settings.database_url)} is up to date")
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command(name="create")
+@click.option("--name", required=True, help="Who the key is for (shown as triggered_by).")
+@click.option("--role", required=True, type=click.Choice(ROLES))
+def create_key_cmd(name: str, role: str) -> None:
+    """Create an API key and print it (it is stored hashed and shown only now)."""
+    db.init(Settings.from_env())
+    with db.session() as s:
+        _, key = create_key(s, name, role)
+    click.echo(key)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--concurrency", default=4, show_default=True, type=int,
+              help="Steps run at once by the in-process worker.")
+def up(host: str, port: int, concurrency: int) -> None:
+    """API, web UI and a worker in one process (SQLite and an in-process broker by default)."""
+    from werkzeug.serving import make_server
+
+    from api import create_app
+    from worker import tasks
+    from worker.app import celery, control_queue
+
+    settings = Settings.from_env()
+    migrate.upgrade(settings.database_url)
+    db.init(settings)
+    _bootstrap_key(settings)
+    server = make_server(host, port, create_app(), threaded=True)
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    threading.Thread(target=_sweep_forever, args=(tasks.executor, settings.sweep_seconds),
+                     name="sweeper", daemon=True).start()
+    click.echo(f"Pipeline Orchestrator on http://{host}:{port} "
+               f"(database {_safe_url(settings.database_url)}, broker {settings.broker_url})")
+    celery.Worker(
+        pool="threads",
+        concurrency=concurrency,
+        queues=[settings.queue, control_queue(settings)],
+        loglevel=os.environ.get("LOG_LEVEL", "INFO"),
+        without_mingle=True,
+        without_gossip=True,
+    ).start()
+
+
+def _bootstrap_key(settings: Settings) -> None:
+    if settings.api_key:
+        return
+    with db.session() as s:
+        if has_keys(s):
+            return
+        _, key = create_key(s, "admin", "admin")
+    click.echo(f"No API key existed: created an admin key (shown once, store it): {key}")
+
+
+def _sweep_forever(executor, every: float) -> None:
+    log = logging.getLogger("orchestrator.sweeper")
+    while True:
+        time.sleep(every)
+        try:
+            executor().sweep()
+        except Exception:
+            log.exception("sweep failed")
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=int(os.environ.get("PORT", 3000)), show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+def api(host: str, port: int, workers: int) -> None:
+    """The HTTP API and UI under gunicorn (production)."""
+    os.execvp(sys.executable, [
+        sys.executable, "-m", "gunicorn", "api.wsgi:app",
+        "--bind", f"{host}:{port}", "--workers", str(workers),
+        "--access-logfile", "-", "--graceful-timeout", "10",
+    ])
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--concurrency", default=None, type=int, help="Worker processes (default: cores).")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
+    """A Celery worker that runs steps (production)."""
+    from worker.app import celery, control_queue
+
+    settings = Settings.from_env()
+    argv = ["worker", "-Q", f"{settings.queue},{control_queue(settings)}", "--loglevel", "INFO"]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    celery.worker_main(argv + list(celery_args))
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def beat(celery_args: tuple[str, ...]) -> None:
+    """Celery beat: schedules the sweeper (production; run exactly one)."""
+    from worker.app import celery
+
+    celery.start(["beat", "--loglevel", "INFO", *celery_args])
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(db.normalize_url(url)).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable url>"

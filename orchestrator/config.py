@@ -1,0 +1,78 @@
+"""Configuration read from the environment, with the embedded defaults.
+
+Every knob the service has is a field here, so the README's configuration table and the
+code cannot drift apart: `Settings.from_env()` is the only place that reads os.environ.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "sqlite:///orchestrator.db"
+IN_PROCESS_BROKER = "memory://"
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    return int(_float(env, name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = IN_PROCESS_BROKER
+    broker_prefix: str = ""
+    queue: str = "orchestrator.steps"
+    api_key: str | None = None
+    agents_file: str | None = None
+    public_url: str = "http://127.0.0.1:3000"
+    # How long a worker's claim on a running step lasts without a heartbeat; past it the
+    # sweeper takes the worker for lost.
+    lease_seconds: float = 30.0
+    # How often a worker waiting on a session re-reads the step (cancel, advance) and
+    # renews its lease.
+    poll_seconds: float = 0.25
+    sweep_seconds: float = 5.0
+    # A pending current step whose message was sent longer ago than this is sent again.
+    requeue_after_seconds: float = 60.0
+    output_max_chars: int = 65536
+    max_body_bytes: int = 1024 * 1024
+    db_pool_size: int = 5
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("memory://")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        return cls(
+            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            broker_url=env.get("BROKER_URL") or IN_PROCESS_BROKER,
+            broker_prefix=env.get("BROKER_PREFIX", ""),
+            queue=env.get("QUEUE_NAME") or "orchestrator.steps",
+            api_key=env.get("API_KEY") or None,
+            agents_file=env.get("AGENTS_FILE") or None,
+            public_url=(env.get("PUBLIC_URL") or "http://127.0.0.1:3000").rstrip("/"),
+            lease_seconds=_float(env, "STEP_LEASE_SECONDS", 30.0),
+            poll_seconds=_float(env, "STEP_POLL_SECONDS", 0.25),
+            sweep_seconds=_float(env, "SWEEP_SECONDS", 5.0),
+            requeue_after_seconds=_float(env, "REQUEUE_AFTER_SECONDS", 60.0),
+            output_max_chars=_int(env, "OUTPUT_MAX_CHARS", 65536),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
+            db_pool_size=_int(env, "DB_POOL_SIZE", 5),
+        )

@@ -1,0 +1,94 @@
+"""The one engine and `sessionmaker` of a process.
+
+Edges open transactions (`with db.session() as s:`, which commits on success); services
+take a session and never commit. On SQLite every transaction starts with BEGIN IMMEDIATE,
+so writers are serialised the way `SELECT … FOR UPDATE` serialises them on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.config import Settings
+
+_factory: sessionmaker[Session] | None = None
+_url: str | None = None
+
+
+def normalize_url(url: str) -> str:
+    """Let users write postgres:// or postgresql:// and still get psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str, pool_size: int = 5) -> Engine:
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def init(settings: Settings) -> sessionmaker[Session]:
+    """Create this process's engine and session factory (idempotent per URL)."""
+    global _factory, _url
+    if _factory is not None and _url == settings.database_url:
+        return _factory
+    reset()
+    _factory = sessionmaker(
+        bind=make_engine(settings.database_url, settings.db_pool_size), expire_on_commit=False
+    )
+    _url = settings.database_url
+    return _factory
+
+
+def factory() -> sessionmaker[Session]:
+    if _factory is None:
+        init(Settings.from_env())
+    assert _factory is not None
+    return _factory
+
+
+def engine() -> Engine:
+    return factory().kw["bind"]
+
+
+@contextlib.contextmanager
+def session() -> Iterator[Session]:
+    """A transaction: commits when the block ends, rolls back if it raises."""
+    with factory().begin() as s:
+        yield s
+
+
+def reset() -> None:
+    """Forget the engine (tests, and forked workers that must not share sockets)."""
+    global _factory
+    if _factory is not None:
+        _factory.kw["bind"].dispose()
+    _factory = None

@@ -1,0 +1,251 @@
+"""Running a step, and sweeping up steps whose worker or message was lost.
+
+`run_step` is what a worker does with one step message: claim the attempt and commit,
+spawn the session with no transaction open, note its spawn_id, wait on it (renewing the
+lease and watching for a cancel or an advance), then resolve the step in a new
+transaction and hand the effects (the next step's message) to the dispatcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import and_, select
+from sqlalchemy.exc import OperationalError
+
+from orchestrator import db, runs
+from orchestrator import transitions as t
+from orchestrator.config import Settings
+from orchestrator.effects import CancelSession, Dispatcher, RunStepMessage
+from orchestrator.models import PipelineRun, RunStep, now
+from orchestrator.profiles import Profile
+from orchestrator.runtimes import (
+    AgentSession,
+    Outcome,
+    Runtime,
+    SpawnError,
+    SpawnRequest,
+    get_runtime,
+)
+
+log = logging.getLogger("orchestrator.executor")
+
+TRUNCATED_MARK = "\n…[truncated]"
+
+
+def truncate(text: str | None, limit: int) -> tuple[str | None, bool]:
+    """Keep the last `limit` characters: an agent's conclusion is at the end."""
+    if text is None or len(text) <= limit:
+        return text, False
+    return text[-limit:], True
+
+
+@dataclass
+class SweepReport:
+    lost: int = 0
+    timed_out: int = 0
+    requeued: int = 0
+
+
+class Executor:
+    def __init__(
+        self,
+        settings: Settings,
+        profiles: dict[str, Profile],
+        dispatcher: Dispatcher,
+        worker_id: str | None = None,
+    ):
+        self.settings = settings
+        self.profiles = profiles
+        self.dispatcher = dispatcher
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+
+    # -- one step -------------------------------------------------------------------
+
+    def run_step(self, run_id: int, step_index: int, attempt: int) -> str:
+        """Run one delivery of a step message; returns what happened, for logs and tests."""
+        with db.session() as s:
+            tr = runs.claim_step(
+                s, run_id, step_index, attempt, self.worker_id, self.settings.lease_seconds
+            )
+        if not tr.accepted:
+            log.info("step message ignored: %s", tr.decision.reason,
+                     extra={"run_id": run_id, "step_index": step_index})
+            return "ignored"
+        step = tr.steps[step_index]
+        try:
+            runtime = self._runtime(step.agent)
+            session = runtime.spawn(self._request(tr.run, step))
+        except SpawnError as exc:
+            self._finish(run_id, step_index, attempt, Outcome(False, error=str(exc)))
+            return "spawn-failed"
+        if session.outcome is not None:
+            self._finish(run_id, step_index, attempt, session.outcome, session.spawn_id)
+            return "finished"
+        with db.session() as s:
+            recorded = runs.record_spawn(
+                s, run_id, step_index, attempt, session.spawn_id, runtime.holds_worker
+            )
+        if not recorded:
+            runtime.terminate(session)
+            return "superseded"
+        if not runtime.holds_worker:
+            return "waiting"
+        outcome = self._wait(runtime, session, run_id, step_index, attempt, step)
+        if outcome is None:
+            return "superseded"
+        self._finish(run_id, step_index, attempt, outcome)
+        return "finished"
+
+    def _runtime(self, agent: str) -> Runtime:
+        profile = self.profiles.get(agent)
+        if profile is None:
+            raise SpawnError(
+                f"unknown agent profile {agent!r} (configured: {', '.join(sorted(self.profiles))})"
+            )
+        return get_runtime(profile)
+
+    def _request(self, run: PipelineRun, step: RunStep) -> SpawnRequest:
+        return SpawnRequest(
+            run_id=run.id,
+            step_index=step.step_index,
+            attempt=step.attempt,
+            template_id=step.template_id,
+            template_name=step.template_name,
+            model=step.model,
+            prompt=step.prompt,
+            parameters=dict(step.parameters or {}),
+            timeout_seconds=step.timeout_seconds,
+        )
+
+    def _wait(
+        self,
+        runtime: Runtime,
+        session: AgentSession,
+        run_id: int,
+        step_index: int,
+        attempt: int,
+        step: RunStep,
+    ) -> Outcome | None:
+        """Wait for the session; None if the step was resolved or cancelled elsewhere."""
+        poll = self.settings.poll_seconds
+        lease = self.settings.lease_seconds
+        next_renewal = time.monotonic() + lease / 3
+        deadline_at = step.deadline_at or float("inf")
+        while True:
+            outcome = runtime.poll(session, max(0.0, min(poll, deadline_at - now())))
+            if outcome is not None:
+                return outcome
+            if now() >= deadline_at:
+                runtime.terminate(session)
+                return Outcome(False, error=f"timed out after {step.timeout_seconds} s")
+            try:
+                with db.session() as s:
+                    if time.monotonic() >= next_renewal:
+                        alive = runs.renew_lease(s, run_id, step_index, attempt, lease)
+                        next_renewal = time.monotonic() + lease / 3
+                    else:
+                        alive = runs.still_running(s, run_id, step_index, attempt)
+            except OperationalError:
+                # The database is away; the session goes on and we ask again next poll.
+                log.warning("database unreachable while waiting on a step",
+                            extra={"run_id": run_id, "step_index": step_index})
+                continue
+            if not alive:
+                runtime.terminate(session)
+                return None
+
+    def _finish(
+        self,
+        run_id: int,
+        step_index: int,
+        attempt: int,
+        outcome: Outcome,
+        spawn_id: str | None = None,
+    ) -> None:
+        output, truncated = truncate(outcome.output, self.settings.output_max_chars)
+        result = runs.StepResult(
+            error=None if outcome.success else (outcome.error or "failed"),
+            output=output,
+            output_truncated=truncated,
+            usage=outcome.usage,
+            spawn_id=spawn_id,
+        )
+        proposal = t.Resolve(outcome.success, step_index, attempt, allow_pending=False)
+        with db.session() as s:
+            tr = runs.resolve_step(s, run_id, proposal, result)
+        if not tr.accepted:
+            log.info("step result ignored: %s", tr.decision.reason,
+                     extra={"run_id": run_id, "step_index": step_index})
+            return
+        # The session that produced this outcome has ended: nothing to cancel.
+        self.dispatcher.dispatch([e for e in tr.effects if not isinstance(e, CancelSession)])
+
+    # -- sessions known only by id ----------------------------------------------------
+
+    def cancel_session(self, agent: str, spawn_id: str) -> None:
+        profile = self.profiles.get(agent)
+        if profile is None:
+            return
+        try:
+            get_runtime(profile).cancel(spawn_id)
+        except SpawnError:
+            log.warning("cannot cancel session %s of profile %s", spawn_id, agent)
+
+    # -- the sweeper ----------------------------------------------------------------
+
+    def sweep(self) -> SweepReport:
+        """Resolve steps whose worker stopped renewing its lease or whose time is up, and
+        resend the message of a current step still pending long after it was sent."""
+        report = SweepReport()
+        ts = now()
+        grace = self.settings.poll_seconds * 4 + 2
+        with db.session() as s:
+            lost = s.execute(
+                select(RunStep.run_id, RunStep.step_index, RunStep.attempt, RunStep.worker)
+                .where(RunStep.status == t.RUNNING, RunStep.lease_expires_at < ts)
+            ).all()
+            overdue = s.execute(
+                select(RunStep.run_id, RunStep.step_index, RunStep.attempt,
+                       RunStep.timeout_seconds)
+                .where(
+                    RunStep.status == t.RUNNING,
+                    RunStep.deadline_at + grace < ts,
+                )
+            ).all()
+            stale = s.execute(
+                select(RunStep.run_id, RunStep.step_index, RunStep.attempt)
+                .join(PipelineRun, and_(PipelineRun.id == RunStep.run_id,
+                                        PipelineRun.current_step == RunStep.step_index))
+                .where(
+                    PipelineRun.status.in_((t.PENDING, t.RUNNING)),
+                    RunStep.status == t.PENDING,
+                    RunStep.enqueued_at < ts - self.settings.requeue_after_seconds,
+                )
+            ).all()
+        for run_id, index, attempt, worker in lost:
+            error = f"worker lost: {worker or 'a worker'} stopped renewing its lease"
+            report.lost += self._sweep_resolve(run_id, index, attempt, error)
+        for run_id, index, attempt, timeout in overdue:
+            error = f"timed out after {timeout} s"
+            report.timed_out += self._sweep_resolve(run_id, index, attempt, error)
+        for run_id, index, attempt in stale:
+            with db.session() as s:
+                runs.mark_enqueued(s, run_id, index, attempt)
+            self.dispatcher.dispatch([RunStepMessage(run_id, index, attempt)])
+            report.requeued += 1
+        return report
+
+    def _sweep_resolve(self, run_id: int, index: int, attempt: int, error: str) -> int:
+        proposal = t.Resolve(False, index, attempt, allow_pending=False)
+        with db.session() as s:
+            tr = runs.resolve_step(s, run_id, proposal, runs.StepResult(error=error))
+        if not tr.accepted:
+            return 0
+        log.warning("swept step: %s", error, extra={"run_id": run_id, "step_index": index})
+        self.dispatcher.dispatch(tr.effects)
+        return 1

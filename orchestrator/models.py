@@ -1,0 +1,189 @@
+"""Tables: API keys, workflow templates, pipelines and their steps, runs, run steps, events.
+
+A run copies everything it needs from its pipeline and templates into `run_steps` when it
+starts, so editing or deleting them later never changes a run. `run_events` is append-only
+and written in the same transaction as every state change. Times are epoch seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def now() -> float:
+    return time.time()
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONType, list[Any]: JSONType}
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class WorkflowTemplate(Base):
+    __tablename__ = "workflow_templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(100), default="sonnet")
+    prompt: Mapped[str] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    timeout_seconds: Mapped[int] = mapped_column(Integer, default=300)
+    agent: Mapped[str] = mapped_column(String(100), default="default")
+    agent_role: Mapped[str | None] = mapped_column(String(100))
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    retry_backoff_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    created_by: Mapped[str] = mapped_column(String(200), default="system")
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    updated_at: Mapped[float] = mapped_column(Float, default=now)
+    use_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_used_at: Mapped[float | None] = mapped_column(Float)
+
+
+class Pipeline(Base):
+    __tablename__ = "pipelines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    use_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_used_at: Mapped[float | None] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(200), default="system")
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    updated_at: Mapped[float] = mapped_column(Float, default=now)
+    # Run statistics kept in step with run transitions, so listing never counts runs.
+    # `runs_running` counts runs not yet finished (pending or running).
+    runs_total: Mapped[int] = mapped_column(Integer, default=0)
+    runs_completed: Mapped[int] = mapped_column(Integer, default=0)
+    runs_failed: Mapped[int] = mapped_column(Integer, default=0)
+    runs_running: Mapped[int] = mapped_column(Integer, default=0)
+
+    steps: Mapped[list[PipelineStep]] = relationship(
+        order_by="PipelineStep.position",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+    )
+
+
+class PipelineStep(Base):
+    __tablename__ = "pipeline_steps"
+    __table_args__ = (UniqueConstraint("pipeline_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    # RESTRICT: a template still used by a pipeline cannot be deleted.
+    template_id: Mapped[int] = mapped_column(
+        ForeignKey("workflow_templates.id", ondelete="RESTRICT"), index=True
+    )
+    on_failure: Mapped[str] = mapped_column(String(10), default="stop")
+    run_if: Mapped[str] = mapped_column(String(12), default="on_success")
+
+    template: Mapped[WorkflowTemplate] = relationship(lazy="selectin")
+
+
+class PipelineRun(Base):
+    __tablename__ = "pipeline_runs"
+    __table_args__ = (
+        Index("ix_runs_pipeline_id", "pipeline_id", "id"),
+        Index("ix_runs_status_id", "status", "id"),
+        Index("ix_runs_pipeline_status_id", "pipeline_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # No foreign key: a deleted pipeline's runs are kept with their pipeline_name.
+    pipeline_id: Mapped[int] = mapped_column(Integer)
+    pipeline_name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    current_step: Mapped[int] = mapped_column(Integer, default=0)
+    inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    triggered_by: Mapped[str] = mapped_column(String(200), default="system")
+    started_at: Mapped[float | None] = mapped_column(Float)
+    completed_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+
+    steps: Mapped[list[RunStep]] = relationship(
+        order_by="RunStep.step_index", lazy="raise", cascade="all, delete-orphan"
+    )
+
+
+class RunStep(Base):
+    __tablename__ = "run_steps"
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_index"),
+        Index("ix_run_steps_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="CASCADE"))
+    step_index: Mapped[int] = mapped_column(Integer)
+    # Snapshot of the pipeline step and its template, taken when the run started.
+    template_id: Mapped[int] = mapped_column(Integer)
+    template_name: Mapped[str] = mapped_column(String(200))
+    on_failure: Mapped[str] = mapped_column(String(10))
+    run_if: Mapped[str] = mapped_column(String(12), default="on_success")
+    agent: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(100))
+    prompt: Mapped[str] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    timeout_seconds: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    retry_backoff_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # Execution state
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    spawn_id: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[float | None] = mapped_column(Float)
+    completed_at: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)
+    output_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Who holds the running attempt, until when (renewed by heartbeats), and when the
+    # step must be over. A step waiting on an external session has no lease.
+    worker: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[float | None] = mapped_column(Float)
+    deadline_at: Mapped[float | None] = mapped_column(Float)
+    enqueued_at: Mapped[float | None] = mapped_column(Float)
+
+
+class RunEvent(Base):
+    __tablename__ = "run_events"
+    __table_args__ = (Index("ix_run_events_run_id", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+    pipeline_id: Mapped[int] = mapped_column(Integer)
+    step_index: Mapped[int | None] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(40))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[float] = mapped_column(Float, default=now)

@@ -1,0 +1,385 @@
+"""The single write path for runs: every status change goes through `_transition`.
+
+It locks the run row (SELECT … FOR UPDATE; BEGIN IMMEDIATE on SQLite), asks
+`transitions.decide` for a decision, writes the step rows, the run row, the pipeline's
+counters and one event per change, and returns the effects to dispatch after commit.
+Callers own the transaction. A proposal that no longer fits the state is refused and
+changes nothing, which is what makes redelivered messages and double clicks harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from orchestrator import transitions as t
+from orchestrator.effects import CancelSession, Effect, RunStepMessage
+from orchestrator.models import (
+    Pipeline,
+    PipelineRun,
+    RunEvent,
+    RunStep,
+    WorkflowTemplate,
+    now,
+)
+
+
+class NotFound(LookupError):
+    pass
+
+
+@dataclass
+class Transition:
+    decision: t.Decision
+    run: PipelineRun
+    steps: list[RunStep]
+    effects: list[Effect] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.decision.accepted
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a session produced, recorded on the step it resolves."""
+
+    error: str | None = None
+    output: str | None = None
+    output_truncated: bool = False
+    usage: dict[str, Any] | None = None
+    spawn_id: str | None = None
+
+
+def start_run(
+    s: Session, pipeline_id: int, triggered_by: str, inputs: dict[str, Any] | None = None
+) -> Transition:
+    ts = now()
+    counted = s.execute(
+        update(Pipeline)
+        .where(Pipeline.id == pipeline_id)
+        .values(
+            use_count=Pipeline.use_count + 1,
+            last_used_at=ts,
+            runs_total=Pipeline.runs_total + 1,
+            runs_running=Pipeline.runs_running + 1,
+        )
+    )
+    if counted.rowcount != 1:
+        raise NotFound(f"pipeline {pipeline_id} not found")
+    pipeline = s.get_one(Pipeline, pipeline_id)
+    template_ids = sorted({st.template_id for st in pipeline.steps})
+    s.execute(
+        update(WorkflowTemplate)
+        .where(WorkflowTemplate.id.in_(template_ids))
+        .values(use_count=WorkflowTemplate.use_count + 1, last_used_at=ts)
+    )
+    run = PipelineRun(
+        pipeline_id=pipeline.id,
+        pipeline_name=pipeline.name,
+        status=t.PENDING,
+        current_step=0,
+        inputs=inputs or {},
+        triggered_by=triggered_by,
+        created_at=ts,
+    )
+    s.add(run)
+    s.flush()
+    steps = [_snapshot(run.id, i, st) for i, st in enumerate(pipeline.steps)]
+    s.add_all(steps)
+    s.add(_event(run, None, "run.created", {"status": t.PENDING}, ts))
+    decision = t.plan_start([_step_state(st) for st in steps])
+    return _apply(s, run, steps, decision, ts)
+
+
+def _snapshot(run_id: int, index: int, pstep: Any) -> RunStep:
+    tpl: WorkflowTemplate = pstep.template
+    return RunStep(
+        run_id=run_id,
+        step_index=index,
+        template_id=tpl.id,
+        template_name=tpl.name,
+        on_failure=pstep.on_failure,
+        run_if=pstep.run_if,
+        agent=tpl.agent,
+        model=tpl.model,
+        prompt=tpl.prompt,
+        parameters=dict(tpl.parameters or {}),
+        timeout_seconds=tpl.timeout_seconds,
+        max_attempts=tpl.retries + 1,
+        retry_backoff_seconds=tpl.retry_backoff_seconds,
+        status=t.PENDING,
+        attempt=1,
+        output_truncated=False,
+    )
+
+
+def claim_step(
+    s: Session, run_id: int, step_index: int, attempt: int, worker: str, lease_seconds: float
+) -> Transition:
+    """pending → running for exactly one delivery of the step's message."""
+    return _transition(
+        s, run_id, t.Claim(step_index, attempt), worker=worker, lease_seconds=lease_seconds
+    )
+
+
+def resolve_step(
+    s: Session, run_id: int, proposal: t.Resolve, result: StepResult | None = None
+) -> Transition:
+    return _transition(s, run_id, proposal, result=result or StepResult())
+
+
+def cancel_run(s: Session, run_id: int) -> Transition:
+    return _transition(s, run_id, t.Cancel())
+
+
+def record_spawn(
+    s: Session, run_id: int, step_index: int, attempt: int, spawn_id: str | None,
+    holds_worker: bool,
+) -> bool:
+    """Note the session's id on the running attempt. False if the step moved on meanwhile
+    (cancelled or advanced while the session was starting): the caller must end it."""
+    values: dict[str, Any] = {"spawn_id": spawn_id}
+    if not holds_worker:
+        values["lease_expires_at"] = None
+    res = s.execute(
+        update(RunStep)
+        .where(
+            RunStep.run_id == run_id,
+            RunStep.step_index == step_index,
+            RunStep.attempt == attempt,
+            RunStep.status == t.RUNNING,
+        )
+        .values(**values)
+        .returning(RunStep.id)
+    )
+    if res.first() is None:
+        return False
+    pipeline_id = s.scalar(select(PipelineRun.pipeline_id).where(PipelineRun.id == run_id))
+    s.add(
+        RunEvent(
+            run_id=run_id,
+            pipeline_id=pipeline_id,
+            step_index=step_index,
+            type="step.spawned",
+            data={"spawn_id": spawn_id, "attempt": attempt},
+            created_at=now(),
+        )
+    )
+    return True
+
+
+def renew_lease(
+    s: Session, run_id: int, step_index: int, attempt: int, lease_seconds: float
+) -> bool:
+    """Heartbeat of a worker holding a session. False once the attempt is no longer
+    running, which tells the worker to end the session."""
+    res = s.execute(
+        update(RunStep)
+        .where(
+            RunStep.run_id == run_id,
+            RunStep.step_index == step_index,
+            RunStep.attempt == attempt,
+            RunStep.status == t.RUNNING,
+        )
+        .values(lease_expires_at=now() + lease_seconds)
+        .returning(RunStep.id)
+    )
+    return res.first() is not None
+
+
+def still_running(s: Session, run_id: int, step_index: int, attempt: int) -> bool:
+    found = s.scalar(
+        select(RunStep.id).where(
+            RunStep.run_id == run_id,
+            RunStep.step_index == step_index,
+            RunStep.attempt == attempt,
+            RunStep.status == t.RUNNING,
+        )
+    )
+    return found is not None
+
+
+def mark_enqueued(s: Session, run_id: int, step_index: int, attempt: int) -> None:
+    s.execute(
+        update(RunStep)
+        .where(
+            RunStep.run_id == run_id,
+            RunStep.step_index == step_index,
+            RunStep.attempt == attempt,
+            RunStep.status == t.PENDING,
+        )
+        .values(enqueued_at=now())
+    )
+
+
+def _step_state(step: RunStep) -> t.StepState:
+    return t.StepState(
+        index=step.step_index,
+        status=step.status,
+        attempt=step.attempt,
+        on_failure=step.on_failure,
+        run_if=step.run_if,
+        max_attempts=step.max_attempts,
+        retry_backoff=step.retry_backoff_seconds,
+    )
+
+
+def load_run(s: Session, run_id: int, lock: bool = False) -> tuple[PipelineRun, list[RunStep]]:
+    run = s.get(PipelineRun, run_id, with_for_update=lock, populate_existing=lock)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    steps = list(
+        s.scalars(
+            select(RunStep)
+            .where(RunStep.run_id == run_id)
+            .order_by(RunStep.step_index)
+            .execution_options(populate_existing=lock)
+        )
+    )
+    return run, steps
+
+
+def _transition(
+    s: Session,
+    run_id: int,
+    proposal: t.Proposal,
+    *,
+    result: StepResult | None = None,
+    worker: str | None = None,
+    lease_seconds: float = 0.0,
+) -> Transition:
+    run, steps = load_run(s, run_id, lock=True)
+    state = t.RunState(run.status, run.current_step, [_step_state(st) for st in steps])
+    decision = t.decide(state, proposal)
+    if not decision.accepted:
+        return Transition(decision, run, steps)
+    return _apply(
+        s, run, steps, decision, now(), result=result, worker=worker, lease_seconds=lease_seconds
+    )
+
+
+def _apply(
+    s: Session,
+    run: PipelineRun,
+    steps: list[RunStep],
+    d: t.Decision,
+    ts: float,
+    *,
+    result: StepResult | None = None,
+    worker: str | None = None,
+    lease_seconds: float = 0.0,
+) -> Transition:
+    effects: list[Effect] = []
+    events: list[RunEvent] = []
+    for index in d.terminate:
+        step = steps[index]
+        if step.spawn_id:
+            effects.append(CancelSession(run.id, index, step.agent, step.spawn_id))
+    for index, status in sorted(d.steps.items()):
+        step = steps[index]
+        if index == d.subject:
+            _write_step(step, status, d.attempts.get(index), ts, result, worker, lease_seconds)
+        else:
+            # A step swept along: skipped by a cancel, or by the run's course.
+            cancelled = d.run_status == t.CANCELLED
+            _write_step(step, status, None, ts, StepResult(
+                error=t.CANCELLED_ERROR if cancelled else None), None, 0.0)
+        events.append(_event(run, index, f"step.{status}", _step_data(step), ts))
+    for msg in d.enqueue:
+        steps[msg.step_index].enqueued_at = ts + msg.delay  # when it is due
+        effects.append(RunStepMessage(run.id, msg.step_index, msg.attempt, msg.delay))
+    if d.current_step is not None:
+        run.current_step = d.current_step
+    if d.run_status is not None and d.run_status != run.status:
+        _write_run(s, run, d.run_status, ts)
+        events.append(_event(run, None, f"run.{run.status}", _run_data(run), ts))
+    s.add_all(events)
+    return Transition(d, run, steps, effects)
+
+
+def _write_step(
+    step: RunStep,
+    status: str,
+    attempt: int | None,
+    ts: float,
+    result: StepResult | None,
+    worker: str | None,
+    lease_seconds: float,
+) -> None:
+    step.status = status
+    if status == t.RUNNING:
+        step.started_at = ts
+        step.completed_at = None
+        step.error = None
+        step.spawn_id = None
+        step.worker = worker
+        step.lease_expires_at = ts + lease_seconds
+        step.deadline_at = ts + step.timeout_seconds
+        return
+    step.worker = None
+    step.lease_expires_at = None
+    step.deadline_at = None
+    if result is not None:
+        if result.spawn_id is not None:
+            step.spawn_id = result.spawn_id
+        step.error = result.error
+        if result.output is not None:
+            step.output = result.output
+            step.output_truncated = result.output_truncated
+        if result.usage is not None:
+            step.usage = result.usage
+    if status == t.PENDING:  # a retry: the next attempt starts afresh
+        step.attempt = attempt or step.attempt + 1
+        step.spawn_id = None
+        step.started_at = None
+        step.completed_at = None
+        return
+    step.completed_at = ts
+
+
+def _write_run(s: Session, run: PipelineRun, status: str, ts: float) -> None:
+    run.status = status
+    if status == t.RUNNING and run.started_at is None:
+        run.started_at = ts
+    if status in t.RUN_TERMINAL:
+        run.completed_at = ts
+        counter = {
+            t.COMPLETED: {"runs_completed": Pipeline.runs_completed + 1},
+            t.FAILED: {"runs_failed": Pipeline.runs_failed + 1},
+            t.CANCELLED: {},
+        }[status]
+        s.execute(
+            update(Pipeline)
+            .where(Pipeline.id == run.pipeline_id)
+            .values(runs_running=Pipeline.runs_running - 1, **counter)
+        )
+
+
+def _step_data(step: RunStep) -> dict[str, Any]:
+    return {
+        "status": step.status,
+        "attempt": step.attempt,
+        "spawn_id": step.spawn_id,
+        "error": step.error,
+    }
+
+
+def _run_data(run: PipelineRun) -> dict[str, Any]:
+    return {"status": run.status, "current_step": run.current_step}
+
+
+def _event(
+    run: PipelineRun, step_index: int | None, kind: str, data: dict[str, Any], ts: float
+) -> RunEvent:
+    return RunEvent(
+        run_id=run.id,
+        pipeline_id=run.pipeline_id,
+        step_index=step_index,
+        type=kind,
+        data=data,
+        created_at=ts,
+    )

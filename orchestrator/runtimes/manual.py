@@ -1,0 +1,26 @@
+"""`manual`: spawns nothing; a person resolves the step with Step Done / Step Failed."""
+
+from __future__ import annotations
+
+from orchestrator.profiles import Profile
+from orchestrator.runtimes import AgentSession, Outcome, SpawnRequest, register
+
+
+@register("manual")
+class ManualRuntime:
+    holds_worker = False
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+
+    def spawn(self, req: SpawnRequest) -> AgentSession:
+        return AgentSession(None)
+
+    def poll(self, session: AgentSession, wait: float) -> Outcome | None:
+        return None
+
+    def terminate(self, session: AgentSession) -> None:
+        pass
+
+    def cancel(self, spawn_id: str) -> None:
+        pass

@@ -1,0 +1,213 @@
+"""The run state machine: statuses, and the decision for every proposed transition.
+
+Pure functions over plain dataclasses: no database, no Flask, no Celery. The single write
+path (`orchestrator.runs`) locks a run, builds a `RunState`, asks `decide()`, and writes
+what the returned `Decision` says. Expected refusals are return values, never exceptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+# Run statuses
+PENDING = "pending"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+# Step statuses add one of their own
+SKIPPED = "skipped"
+
+RUN_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
+STEP_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, SKIPPED)
+RUN_TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+STEP_TERMINAL = frozenset({COMPLETED, FAILED, SKIPPED})
+
+ON_FAILURE = ("stop", "continue")
+# When a step runs: `on_success` (default) only while no `stop` failure has halted the
+# run; `on_failure` only after some earlier step failed; `always` in every case.
+RUN_IF = ("on_success", "on_failure", "always")
+
+CANCELLED_ERROR = "cancelled"
+
+
+class Verdict(Enum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+
+
+@dataclass
+class StepState:
+    index: int
+    status: str = PENDING
+    attempt: int = 1
+    on_failure: str = "stop"
+    run_if: str = "on_success"
+    max_attempts: int = 1
+    # seconds to wait before attempt n+1 is `retry_backoff * 2**(n-1)`
+    retry_backoff: float = 0.0
+
+
+@dataclass
+class RunState:
+    status: str
+    current_step: int
+    steps: list[StepState]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker asks to start `step_index` at `attempt` (pending → running)."""
+
+    step_index: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Resolve:
+    """The current step ended. `step_index`/`attempt` None mean "whatever is current".
+
+    Workers and the sweeper pass both and `allow_pending=False`: they resolve only the
+    attempt they ran. An operator's advance may resolve a step no worker claimed yet.
+    """
+
+    success: bool
+    step_index: int | None = None
+    attempt: int | None = None
+    allow_pending: bool = True
+
+
+@dataclass(frozen=True)
+class Cancel:
+    pass
+
+
+Proposal = Claim | Resolve | Cancel
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    step_index: int
+    attempt: int
+    delay: float = 0.0
+
+
+@dataclass
+class Decision:
+    verdict: Verdict
+    reason: str = ""
+    # the step the proposal is about (claimed or resolved); None for a cancel
+    subject: int | None = None
+    run_status: str | None = None
+    current_step: int | None = None
+    # step index → new status; a retry shows as PENDING with the attempt in `attempts`
+    steps: dict[int, str] = field(default_factory=dict)
+    attempts: dict[int, int] = field(default_factory=dict)
+    enqueue: list[Enqueue] = field(default_factory=list)
+    # indices of steps whose live session must be terminated
+    terminate: list[int] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict is Verdict.ACCEPT
+
+
+def reject(reason: str) -> Decision:
+    return Decision(Verdict.REJECT, reason)
+
+
+def decide(state: RunState, proposal: Proposal) -> Decision:
+    if state.status in RUN_TERMINAL:
+        return reject(f"run is already {state.status}")
+    if isinstance(proposal, Cancel):
+        return _cancel(state)
+    if isinstance(proposal, Claim):
+        return _claim(state, proposal)
+    return _resolve(state, proposal)
+
+
+def _cancel(state: RunState) -> Decision:
+    d = Decision(Verdict.ACCEPT, "cancelled", run_status=CANCELLED)
+    for step in state.steps:
+        if step.status == RUNNING:
+            d.terminate.append(step.index)
+        if step.status in (PENDING, RUNNING):
+            d.steps[step.index] = SKIPPED
+    return d
+
+
+def _claim(state: RunState, claim: Claim) -> Decision:
+    if claim.step_index != state.current_step:
+        return reject(f"step {claim.step_index} is not the current step ({state.current_step})")
+    step = state.steps[claim.step_index]
+    if step.attempt != claim.attempt:
+        return reject(f"step {step.index} is at attempt {step.attempt}, not {claim.attempt}")
+    if step.status != PENDING:
+        return reject(f"step {step.index} attempt {step.attempt} is already {step.status}")
+    return Decision(
+        Verdict.ACCEPT,
+        "claimed",
+        subject=step.index,
+        run_status=RUNNING if state.status != RUNNING else None,
+        steps={step.index: RUNNING},
+    )
+
+
+def _resolve(state: RunState, proposal: Resolve) -> Decision:
+    index = state.current_step if proposal.step_index is None else proposal.step_index
+    if index != state.current_step:
+        return reject(f"step {index} is not the current step ({state.current_step})")
+    step = state.steps[index]
+    if proposal.attempt is not None and proposal.attempt != step.attempt:
+        return reject(f"step {index} is at attempt {step.attempt}, not {proposal.attempt}")
+    allowed = (RUNNING, PENDING) if proposal.allow_pending else (RUNNING,)
+    if step.status not in allowed:
+        return reject(f"step {index} is {step.status}, not running")
+
+    d = Decision(Verdict.ACCEPT, "completed" if proposal.success else "failed", subject=index)
+    if step.status == RUNNING:
+        d.terminate.append(index)
+    if state.status == PENDING:
+        d.run_status = RUNNING
+    if not proposal.success and step.attempt < step.max_attempts:
+        delay = step.retry_backoff * (2 ** (step.attempt - 1))
+        d.reason = "retrying"
+        d.steps[index] = PENDING
+        d.attempts[index] = step.attempt + 1
+        d.enqueue.append(Enqueue(index, step.attempt + 1, delay))
+        return d
+    d.steps[index] = COMPLETED if proposal.success else FAILED
+    _move_on(state, index, d)
+    return d
+
+
+def _move_on(state: RunState, finished: int, d: Decision) -> None:
+    """Pick the next step to run after `finished`, skipping those whose run_if says no."""
+    statuses = {s.index: d.steps.get(s.index, s.status) for s in state.steps}
+    halted = any(
+        statuses[s.index] == FAILED and s.on_failure == "stop" for s in state.steps
+    )
+    any_failed = any(statuses[s.index] == FAILED for s in state.steps)
+    for step in state.steps[finished + 1 :]:
+        runs = {
+            "on_success": not halted,
+            "on_failure": any_failed,
+            "always": True,
+        }[step.run_if]
+        if runs:
+            d.current_step = step.index
+            d.run_status = RUNNING
+            d.enqueue.append(Enqueue(step.index, step.attempt))
+            return
+        d.steps[step.index] = SKIPPED
+    d.run_status = FAILED if halted else COMPLETED
+
+
+def plan_start(steps: list[StepState]) -> Decision:
+    """The first step a new run will run (a run whose steps all say no ends at once)."""
+    d = Decision(Verdict.ACCEPT, "started")
+    _move_on(RunState(PENDING, 0, steps), -1, d)
+    if d.run_status == RUNNING:
+        d.run_status = None  # stays pending until a worker claims the step
+    return d

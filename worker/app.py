@@ -1,0 +1,65 @@
+"""The Celery app: late acknowledgement, one message at a time, JSON only.
+
+`celery -A worker.app worker` and `orchestrator worker` both use `celery` below. Step
+messages go to the `orchestrator.steps` queue; cancels and the sweeper to
+`orchestrator.control`, so a backlog of steps never delays a cancel.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from orchestrator import db
+from orchestrator.config import Settings
+
+# Longer than the longest step timeout (3600 s) plus grace: a message is redelivered by
+# visibility timeout only when its worker vanished without returning it.
+VISIBILITY_TIMEOUT = 2 * 3600
+
+
+def control_queue(settings: Settings) -> str:
+    return settings.queue.rsplit(".", 1)[0] + ".control"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("orchestrator", broker=settings.broker_url, include=["worker.tasks"])
+    transport: dict[str, object] = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    if settings.broker_prefix:
+        transport["global_keyprefix"] = settings.broker_prefix
+    if settings.embedded_broker:
+        transport = {"polling_interval": 0.005}
+    control = control_queue(settings)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=settings.queue,
+        task_routes={
+            "orchestrator.run_step": {"queue": settings.queue},
+            "orchestrator.cancel_session": {"queue": control},
+            "orchestrator.sweep": {"queue": control},
+        },
+        broker_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule={
+            "sweep": {"task": "orchestrator.sweep", "schedule": settings.sweep_seconds},
+        },
+    )
+    app.conf.orchestrator_settings = settings
+    return app
+
+
+@worker_process_init.connect
+def _fresh_connections(**_kwargs) -> None:
+    # A forked pool child must not share the parent's database sockets.
+    db.reset()
+
+
+celery = make_celery(Settings.from_env())

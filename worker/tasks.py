@@ -1,0 +1,31 @@
+"""Celery tasks: thin wrappers that take ids and call the executor."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from orchestrator.executor import Executor
+from orchestrator.profiles import load_profiles
+from worker.app import celery
+from worker.dispatch import CeleryDispatcher
+
+
+@cache
+def executor() -> Executor:
+    settings = celery.conf.orchestrator_settings
+    return Executor(settings, load_profiles(settings.agents_file), CeleryDispatcher(celery))
+
+
+@celery.task(name="orchestrator.run_step")
+def run_step(run_id: int, step_index: int, attempt: int) -> str:
+    return executor().run_step(run_id, step_index, attempt)
+
+
+@celery.task(name="orchestrator.cancel_session")
+def cancel_session(agent: str, spawn_id: str) -> None:
+    executor().cancel_session(agent, spawn_id)
+
+
+@celery.task(name="orchestrator.sweep")
+def sweep() -> dict[str, int]:
+    return vars(executor().sweep())
