@@ -27,7 +27,7 @@ function explain(status, detail, what) {
     case 0:
       return `Could not reach the server${doing ? " to" + doing : ""}. Check your connection and try again.`;
     case 400:
-      return detail ? sentence(detail) : "Some of the values are not valid.";
+      return detail ? humanize(detail) : "Some of the values are not valid.";
     case 401:
       return "Your API key was not accepted. Sign in again with a valid key.";
     case 403:
@@ -35,7 +35,7 @@ function explain(status, detail, what) {
     case 404:
       return detail ? `${sentence(detail)} It may have been deleted by someone else.` : "It no longer exists; it may have been deleted.";
     case 409:
-      return detail ? `${sentence(detail)} The page now shows the current state.` : "It changed in the meantime. The page now shows the current state.";
+      return detail ? sentence(detail) : "It changed in the meantime; reload to see its current state.";
     case 413:
       return "That is too large to send. Shorten the prompt or parameters and try again.";
     case 429:
@@ -45,6 +45,41 @@ function explain(status, detail, what) {
     default:
       return `Something went wrong on the server (error ${status})${detail ? ": " + detail : ""}. Try again.`;
   }
+}
+
+const FIELDS = {
+  name: "Name",
+  description: "Description",
+  prompt: "Prompt",
+  task_prompt: "Prompt",
+  model: "Model",
+  parameters: "Parameters",
+  timeout_seconds: "Timeout",
+  agent: "Agent profile",
+  agent_role: "Agent role",
+  tags: "Tags",
+  steps: "Steps",
+  on_failure: "on failure",
+  template_id: "template",
+};
+
+// Validation errors come as "tags.1: String should have at most 100 characters"; say
+// it as "Tags, item 2: should have at most 100 characters."
+function humanize(detail) {
+  return detail
+    .split("; ")
+    .map((part) => {
+      const m = /^([\w.]+): (.*)$/.exec(part);
+      if (!m) return sentence(part);
+      const where = m[1].split(".").map((seg, i, all) => {
+        if (/^\d+$/.test(seg)) return `${all[i - 1] === "steps" ? "step" : "item"} ${Number(seg) + 1}`;
+        return FIELDS[seg] || seg.replace(/_/g, " ");
+      });
+      let msg = m[2].replace(/^(String|Input|Value) /, "");
+      if (/^Field required$/i.test(msg)) msg = "is required";
+      return sentence(`${where.join(", ")}: ${msg}`);
+    })
+    .join(" ");
 }
 
 function sentence(text) {

@@ -6,9 +6,10 @@ import { state, canOperate, putRun, setError, loadRun } from "./store.js";
 
 const ARROW = () => svg("0 0 20 12", ["M0 6h16", "M13 2l4 4-4 4"], "arrow");
 
-export function dot(status, label) {
+export function dot(status, label, step) {
   return h("span.dot", {
     "data-status": status,
+    "data-step": step,
     role: "img",
     "aria-label": label || status,
     title: label || status,
@@ -47,7 +48,7 @@ export function runSteps(steps) {
       h(
         "span.run-step",
         { "data-step": s.step_index, "data-status": s.status },
-        dot(s.status, `${s.template_name}: ${s.status}`),
+        dot(s.status, `${s.template_name}: ${s.status}`, s.step_index),
         h("span.run-step-name", s.template_name),
       ),
       i < steps.length - 1 ? ARROW() : null,
@@ -84,7 +85,7 @@ async function advance(run, success) {
     setError(where, null);
     putRun(res.run);
   } catch (e) {
-    setError(where, e.message);
+    setError(where, e.status === 409 ? `${e.message} The run had already moved on; it now shows its current state.` : e.message);
     if (e.status === 409 || e.status === 404) loadRun(run.id).catch(() => {});
   }
 }
@@ -96,7 +97,7 @@ async function cancel(run) {
     setError(where, null);
     putRun(res.run);
   } catch (e) {
-    setError(where, e.message);
+    setError(where, e.status === 409 ? `${e.message} It now shows its current state.` : e.message);
     if (e.status === 409 || e.status === 404) loadRun(run.id).catch(() => {});
   }
 }
@@ -156,7 +157,7 @@ export function runRow(run, { showPipeline = false } = {}) {
     h("span.run-row-id", `#${run.id}`),
     showPipeline ? h("span.run-row-pipeline", run.pipeline_name) : null,
     badge(run.status),
-    h("span.run-row-dots", run.steps_snapshot.map((s) => dot(s.status, `${s.template_name}: ${s.status}`))),
+    h("span.run-row-dots", run.steps_snapshot.map((s) => dot(s.status, `${s.template_name}: ${s.status}`, s.step_index))),
     h("span.muted.small.run-row-when", { title: new Date((run.created_at || 0) * 1000).toLocaleString() }, fmtAgo(run.started_at || run.created_at)),
     h("span.muted.small.run-row-dur", fmtDuration(run.started_at, run.completed_at)),
     h("span.muted.small.run-row-by", run.triggered_by),

@@ -35,7 +35,8 @@ export function render(root) {
 
 function agentLabel(name) {
   const a = state.agents.find((x) => x.name === name);
-  return a ? `${a.name} · ${a.runtime}` : name;
+  if (!a) return `${name} (not configured)`;
+  return a.name === a.runtime ? a.name : `${a.name} · ${a.runtime}`;
 }
 
 function templateCard(t) {
@@ -102,7 +103,8 @@ async function remove(t) {
     state.templates = state.templates.filter((x) => x.id !== t.id);
     changed();
   } catch (e) {
-    setError(`template:${t.id}`, e.message);
+    const msg = e.status === 409 ? `Cannot delete this template. ${e.message} Remove it from those pipelines first.` : e.message;
+    setError(`template:${t.id}`, msg);
   }
 }
 
