@@ -1,0 +1,181 @@
+"""The write path on real PostgreSQL: each transition once, whatever the concurrency."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+from sqlalchemy import func, select
+
+from orchestrator import db, runs
+from orchestrator import transitions as t
+from orchestrator.effects import CancelSession, RunStepMessage
+from orchestrator.models import Pipeline, RunEvent, RunStep, WorkflowTemplate
+from tests.factories import make_pipeline, make_run, make_template
+
+
+def test_start_snapshots_steps_counts_use_and_enqueues_the_first(session):
+    pipeline = make_pipeline(session, n=2)
+    tr = runs.start_run(session, pipeline.id, "alice", {"repo": "x"})
+    assert tr.run.status == "pending" and tr.run.triggered_by == "alice"
+    assert [st.status for st in tr.steps] == ["pending", "pending"]
+    assert tr.effects == [RunStepMessage(tr.run.id, 0, 1)]
+    session.refresh(pipeline)
+    assert (pipeline.use_count, pipeline.runs_total, pipeline.runs_running) == (1, 1, 1)
+    tpl = session.get(WorkflowTemplate, pipeline.steps[0].template_id)
+    assert tpl.use_count == 1 and tpl.last_used_at is not None
+
+
+def test_snapshot_is_unchanged_by_later_template_edits(session):
+    tpl = make_template(session, prompt="old")
+    pipeline = make_pipeline(session, templates=[tpl, make_template(session)])
+    tr = make_run(session, pipeline)
+    tpl.prompt = "new"
+    tpl.name = "renamed"
+    session.flush()
+    _, steps = runs.load_run(session, tr.run.id)
+    assert steps[0].prompt == "old"
+    assert steps[0].template_name != "renamed"
+
+
+def test_claim_then_resolve_chains_and_completes(session):
+    tr = make_run(session, n=2)
+    rid = tr.run.id
+    assert runs.claim_step(session, rid, 0, 1, "w1", 30).accepted
+    done = runs.resolve_step(session, rid, t.Resolve(True, 0, 1, allow_pending=False),
+                             runs.StepResult(output="ok", spawn_id="s-1"))
+    assert done.effects == [RunStepMessage(rid, 1, 1)]
+    assert done.steps[0].status == "completed" and done.steps[0].spawn_id == "s-1"
+    assert runs.claim_step(session, rid, 1, 1, "w1", 30).accepted
+    end = runs.resolve_step(session, rid, t.Resolve(True, 1, 1, allow_pending=False))
+    assert end.run.status == "completed" and end.run.completed_at is not None
+    pipeline = session.get(Pipeline, end.run.pipeline_id)
+    assert (pipeline.runs_running, pipeline.runs_completed) == (0, 1)
+
+
+def test_redelivered_claim_is_refused_and_writes_nothing(session):
+    tr = make_run(session, n=2)
+    assert runs.claim_step(session, tr.run.id, 0, 1, "w1", 30).accepted
+    events = session.scalar(select(func.count()).select_from(RunEvent))
+    again = runs.claim_step(session, tr.run.id, 0, 1, "w2", 30)
+    assert not again.accepted and "already running" in again.decision.reason
+    assert session.scalar(select(func.count()).select_from(RunEvent)) == events
+    assert again.steps[0].worker == "w1"
+
+
+def test_cancel_skips_live_steps_and_asks_to_end_the_session(session):
+    tr = make_run(session, n=3)
+    rid = tr.run.id
+    runs.claim_step(session, rid, 0, 1, "w1", 30)
+    assert runs.record_spawn(session, rid, 0, 1, "host:123", holds_worker=True)
+    c = runs.cancel_run(session, rid)
+    assert c.run.status == "cancelled"
+    assert [(s.status, s.error) for s in c.steps] == [("skipped", "cancelled")] * 3
+    assert c.effects == [CancelSession(rid, 0, "echo", "host:123")]
+    assert not runs.cancel_run(session, rid).accepted
+    assert not runs.record_spawn(session, rid, 0, 1, "late", holds_worker=True)
+    pipeline = session.get(Pipeline, c.run.pipeline_id)
+    assert (pipeline.runs_running, pipeline.runs_completed, pipeline.runs_failed) == (0, 0, 0)
+
+
+def test_stop_failure_leaves_skipped_steps_without_the_error(session):
+    tr = make_run(session, n=3)
+    runs.claim_step(session, tr.run.id, 0, 1, "w", 30)
+    f = runs.resolve_step(session, tr.run.id, t.Resolve(False, 0, 1),
+                          runs.StepResult(error="exit status 3"))
+    assert [(s.status, s.error) for s in f.steps] == [
+        ("failed", "exit status 3"), ("skipped", None), ("skipped", None)]
+    assert f.run.status == "failed"
+
+
+def _committed_run(n: int = 3) -> int:
+    with db.session() as s:
+        return make_run(s, n=n).run.id
+
+
+def _race(n: int, action) -> list[runs.Transition]:
+    barrier = threading.Barrier(n)
+    results: list[runs.Transition] = []
+    lock = threading.Lock()
+
+    def go():
+        barrier.wait()
+        with db.session() as s:
+            tr = action(s)
+        with lock:
+            results.append(tr)
+
+    threads = [threading.Thread(target=go) for _ in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return results
+
+
+def test_fifty_simultaneous_guarded_advances_move_exactly_one_step(settings):
+    rid = _committed_run()
+    results = _race(50, lambda s: runs.resolve_step(
+        s, rid, t.Resolve(True, step_index=0), runs.StepResult()))
+    assert sum(r.accepted for r in results) == 1
+    with db.session() as s:
+        run, steps = runs.load_run(s, rid)
+        assert run.current_step == 1
+        assert [st.status for st in steps] == ["completed", "pending", "pending"]
+        assert s.scalar(select(func.count()).select_from(RunEvent).where(
+            RunEvent.run_id == rid, RunEvent.type == "step.completed")) == 1
+
+
+def test_two_workers_claiming_one_step_exactly_one_wins(settings):
+    rid = _committed_run()
+    results = _race(8, lambda s: runs.claim_step(s, rid, 0, 1, "w", 30))
+    assert sum(r.accepted for r in results) == 1
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(RunEvent).where(
+            RunEvent.run_id == rid, RunEvent.type == "step.running")) == 1
+
+
+def test_advance_racing_a_worker_completion_resolves_once(settings):
+    rid = _committed_run(n=2)
+    with db.session() as s:
+        runs.claim_step(s, rid, 0, 1, "w", 30)
+
+    turns = itertools.count()
+
+    def either(s):
+        if next(turns) % 2:
+            return runs.resolve_step(s, rid, t.Resolve(True, 0, 1, allow_pending=False))
+        return runs.resolve_step(s, rid, t.Resolve(False, step_index=0), runs.StepResult(
+            error="operator said no"))
+
+    results = _race(10, either)
+    assert sum(r.accepted for r in results) == 1
+    with db.session() as s:
+        run, steps = runs.load_run(s, rid)
+        assert steps[0].status in ("completed", "failed")
+        expected = "running" if steps[0].status == "completed" else "failed"
+        assert run.status == expected
+        resolved = s.scalar(select(func.count()).select_from(RunStep).where(
+            RunStep.run_id == rid, RunStep.status.in_(("completed", "failed"))))
+        assert resolved == 1
+
+
+def test_cancel_racing_advances_ends_consistent(settings):
+    rid = _committed_run()
+
+    turns = itertools.count()
+
+    def mixed(s):
+        if next(turns) % 3 == 0:
+            return runs.cancel_run(s, rid)
+        return runs.resolve_step(s, rid, t.Resolve(True, step_index=0))
+
+    results = _race(12, mixed)
+    with db.session() as s:
+        run, steps = runs.load_run(s, rid)
+        pipeline = s.get(Pipeline, run.pipeline_id)
+        assert run.status == "cancelled"
+        assert sum(isinstance(r.decision, t.Decision) and r.accepted and r.run.status ==
+                   "cancelled" and r.decision.run_status == "cancelled" for r in results) == 1
+        assert all(st.status in ("completed", "skipped") for st in steps)
+        assert pipeline.runs_running == 0
