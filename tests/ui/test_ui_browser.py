@@ -285,3 +285,29 @@ def test_admin_key_signs_in_and_signs_out(open_page):
     assert page.evaluate("sessionStorage.length") == 0
     page.reload()
     expect(page.locator("#signin-key")).to_be_visible()
+
+
+def test_edit_keeps_what_the_form_does_not_change(open_page, keys, api):
+    a = api.template("echo a", agent="echo", name=unique("Check"))
+    b = api.template("echo b", agent="echo", name=unique("Cleanup"))
+    pipeline = api.pipeline(
+        {"template_id": a["id"]},
+        {"template_id": b["id"], "run_if": "always", "on_failure": "continue"},
+        name=unique("Nightly"),
+    )
+    page = open_page(keys["operator"])
+    card = page.locator(f".pipeline[data-pipeline-id='{pipeline['id']}']")
+    expect(card.locator(".runif-mark")).to_have_text(["always runs"])
+    card.get_by_role("button", name="Edit").click()
+    form = page.locator("#pipeline-form")
+    expect(form.locator("#pf-name")).to_have_value(pipeline["name"])
+    form.locator("#pf-name").fill(pipeline["name"] + " v2")
+    form.locator("[aria-label='Move step 2 up']").click()
+    form.locator("#pf-save").click()
+    expect(form).to_have_count(0)
+    expect(card.locator("h3")).to_have_text(pipeline["name"] + " v2")
+    expect(card.locator(".chain-box")).to_have_text([b["name"], a["name"]])
+    stored = next(p for p in api.ok("GET", "/api/pipelines")["pipelines"]
+                  if p["id"] == pipeline["id"])
+    assert [(s["template_id"], s["on_failure"], s["run_if"]) for s in stored["steps"]] == [
+        (b["id"], "continue", "always"), (a["id"], "stop", "on_success")]

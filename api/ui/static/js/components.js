@@ -34,6 +34,8 @@ export function pipelineChain(steps) {
         "div.chain-step",
         h("div.chain-box", { title: `Template #${s.template_id}` }, s.template_name || `Template #${s.template_id}`),
         s.on_failure === "continue" ? h("span.continue-mark", "continue on fail") : null,
+        s.run_if === "on_failure" ? h("span.runif-mark", "only after a failure") : null,
+        s.run_if === "always" ? h("span.runif-mark", "always runs") : null,
       ),
       i < steps.length - 1 ? ARROW() : null,
     ]),
@@ -105,15 +107,9 @@ async function cancel(run) {
 /** Step Done / Step Failed / Cancel for one run, for people allowed to use them. */
 export function runControls(run) {
   if (!canOperate()) return null;
-  const running = run.status === "running";
   const done = actionButton("Step Done", "btn-success", () => advance(run, true));
   const failed = actionButton("Step Failed", "btn-danger-soft", () => advance(run, false));
   const cancelBtn = actionButton("Cancel", "btn-ghost", () => cancel(run));
-  if (!running) {
-    done.disabled = true;
-    failed.disabled = true;
-    done.title = failed.title = "The run has not started its first step yet";
-  }
   for (const b of [done, failed, cancelBtn]) b.classList.add("btn-sm");
   done.dataset.action = "step-done";
   failed.dataset.action = "step-failed";

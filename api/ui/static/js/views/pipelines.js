@@ -172,7 +172,12 @@ async function remove(p) {
 function openForm(pipeline) {
   const dialog = h("dialog.sheet", { id: "pipeline-form", "aria-labelledby": "pipeline-form-title" });
   const steps = pipeline
-    ? pipeline.steps.map((s) => ({ template_id: s.template_id, on_failure: s.on_failure || "stop", template_name: s.template_name }))
+    ? pipeline.steps.map((s) => ({
+        template_id: s.template_id,
+        on_failure: s.on_failure || "stop",
+        run_if: s.run_if || "on_success",
+        template_name: s.template_name,
+      }))
     : [];
   const name = h("input", { id: "pf-name", name: "name", required: true, maxlength: 200, value: pipeline?.name || "", autocomplete: "off" });
   const desc = h("textarea", { id: "pf-description", name: "description", rows: 2, maxlength: 5000 });
@@ -225,6 +230,19 @@ function openForm(pipeline) {
             h("option", { value: "continue", selected: s.on_failure === "continue" }, "continue on fail"),
           ),
           h(
+            "select.step-runif",
+            {
+              "aria-label": `When step ${i + 1} runs`,
+              title: "When this step runs",
+              onchange: (e) => {
+                s.run_if = e.target.value;
+              },
+            },
+            h("option", { value: "on_success", selected: s.run_if === "on_success" }, "runs normally"),
+            h("option", { value: "on_failure", selected: s.run_if === "on_failure" }, "only after a failure"),
+            h("option", { value: "always", selected: s.run_if === "always" }, "always runs"),
+          ),
+          h(
             "span.step-tools",
             h("button.icon-btn", { type: "button", title: "Move up", "aria-label": `Move step ${i + 1} up`, disabled: i === 0, onclick: () => move(i, -1) }, "↑"),
             h("button.icon-btn", { type: "button", title: "Move down", "aria-label": `Move step ${i + 1} down`, disabled: i === steps.length - 1, onclick: () => move(i, 1) }, "↓"),
@@ -256,7 +274,7 @@ function openForm(pipeline) {
       picker.focus();
       return;
     }
-    steps.push({ template_id: id, on_failure: "stop" });
+    steps.push({ template_id: id, on_failure: "stop", run_if: "on_success" });
     redraw();
   });
   name.addEventListener("input", redraw);
@@ -269,7 +287,7 @@ function openForm(pipeline) {
     const body = {
       name: name.value.trim(),
       description: desc.value.trim() || null,
-      steps: steps.map(({ template_id, on_failure }) => ({ template_id, on_failure })),
+      steps: steps.map(({ template_id, on_failure, run_if }) => ({ template_id, on_failure, run_if })),
     };
     try {
       if (pipeline) await api.updatePipeline({ id: pipeline.id, ...body });
