@@ -174,6 +174,13 @@ def test_manual_steps_done_failed_and_cancel(open_page, keys, api, manual_pipeli
     assert colour(last.locator(".dot")) == GREY
     expect(last.locator(".step-error")).to_contain_text("cancelled")
     expect(detail.locator(".run-controls")).to_have_count(0)
+
+    page.click("[data-nav=runs]")
+    page.select_option("#run-filter", "cancelled")
+    row = page.locator(f"#run-list .run-row[data-run-id='{run_id}']")
+    expect(row).to_be_visible()
+    expect(page.locator("#run-list .run-row:not([data-status='cancelled'])")).to_have_count(0)
+    shot(page, "runs", full_page=False)
     assert page.errors == []
 
 
