@@ -79,12 +79,7 @@ class StateCollector:
         yield self._running_steps(running)
         yield self._durations(durations)
         yield from self._queues()
-        sweeps = CounterMetricFamily(
-            "orchestrator_sweeper_actions", "Steps the sweeper resolved or resent, by action.",
-            labels=["action"])
-        for action, n in tallies.read_sweep(self.settings).items():
-            sweeps.add_metric([action], n)
-        yield sweeps
+        yield from self._sweeps()
         yield GaugeMetricFamily(
             "orchestrator_metrics_scrape_seconds", "Time spent gathering these metrics.",
             value=time.perf_counter() - started)
@@ -138,6 +133,18 @@ class StateCollector:
             hist.add_metric(list(key), buckets, sum_value=total)
         return hist
 
+    def _sweeps(self) -> Iterator[Metric]:
+        try:
+            counts = tallies.read_sweep(self.settings)
+        except Exception:  # the broker is away: orchestrator_broker_up already says so
+            return
+        sweeps = CounterMetricFamily(
+            "orchestrator_sweeper_actions", "Steps the sweeper resolved or resent, by action.",
+            labels=["action"])
+        for action, n in counts.items():
+            sweeps.add_metric([action], n)
+        yield sweeps
+
     def _queues(self) -> Iterator[Metric]:
         from worker.app import control_queue
 
@@ -159,10 +166,14 @@ class StateCollector:
 
 def _queue_size(conn, queue: str) -> int:
     from kombu.exceptions import ChannelError
+    from kombu.transport.virtual import Channel as VirtualChannel
 
     channel = conn.channel()
+    # Redis and the in-process broker only count on a declare (a passive one misreads
+    # prefixed keys, and theirs creates nothing); AMQP brokers must not be redeclared.
+    passive = not isinstance(channel, VirtualChannel)
     try:
-        return channel.queue_declare(queue=queue, passive=True).message_count
+        return channel.queue_declare(queue=queue, passive=passive).message_count
     except ChannelError:  # never declared: nothing waits in it
         return 0
     finally:

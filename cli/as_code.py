@@ -7,6 +7,7 @@ server's templates and pipelines in the same format.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ class FileProblem(click.ClickException):
 
 def _read(path: str) -> pf.Document:
     try:
-        text = click.get_text_stream("stdin").read() if path == "-" else Path(path).read_text()
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as exc:
         raise FileProblem(f"cannot read {path}: {exc.strerror}") from None
     try:

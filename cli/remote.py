@@ -177,7 +177,7 @@ def watch(run: dict[str, Any], as_json: bool, interval: float) -> dict[str, Any]
             time.sleep(interval)
             run = client().run(run["id"])
         return run
-    stream = click.get_text_stream("stdout")
+    stream = sys.stdout
     try:
         return Follower(client(), stream, stream.isatty(), interval).follow(run)
     except KeyboardInterrupt:
@@ -225,7 +225,7 @@ def runs_show(run_id: int, follow: bool, interval: float, as_json: bool) -> None
     elif not as_json:
         now = time.time()
         click.echo(header(run, now))
-        colour = click.get_text_stream("stdout").isatty()
+        colour = sys.stdout.isatty()
         for line in step_lines(run, now, 0, colour):
             click.echo(line)
     finish(run, as_json, follow)
