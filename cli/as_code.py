@@ -57,15 +57,19 @@ def carry_out(api: Client, changes: list[pf.Change], templates: list[dict[str, A
 
 
 @click.command(name="apply")
-@click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False,
-              allow_dash=True), help="A pipelines YAML file (- for stdin).")
+@click.option("-f", "--file", "paths", required=True, multiple=True,
+              type=click.Path(dir_okay=False, allow_dash=True),
+              help="A pipelines YAML file (- for stdin); repeat to apply several as one.")
 @click.option("--dry-run", is_flag=True, help="Show what would change, change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @client_options
 @calling_api
-def apply_cmd(path: str, dry_run: bool, as_json: bool) -> None:
-    """Create or update templates and pipelines, by name, to match FILE."""
-    doc = _read(path)
+def apply_cmd(paths: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Create or update templates and pipelines, by name, to match the file(s)."""
+    try:
+        doc = pf.merge([_read(path) for path in paths])
+    except pf.FileError as exc:
+        raise FileProblem(str(exc)) from None
     api = client()
     templates = api.templates()
     try:

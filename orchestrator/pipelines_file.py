@@ -74,6 +74,15 @@ def load(text: str, source: str = "<file>") -> Document:
     return Document(templates, pipelines)
 
 
+def merge(docs: list[Document]) -> Document:
+    """Several files applied as one; a name may still appear only once."""
+    merged = Document([t for d in docs for t in d.templates],
+                      [p for d in docs for p in d.pipelines])
+    _unique([t["name"] for t in merged.templates], "template", "the files")
+    _unique([p["name"] for p in merged.pipelines], "pipeline", "the files")
+    return merged
+
+
 def _list(data: dict[str, Any], key: str, where: str) -> list[Any]:
     value = data.get(key) or []
     if not isinstance(value, list):
