@@ -149,4 +149,7 @@ def test_apply_reports_the_apis_refusal(cli, tmp_path):
     assert result.exit_code == 3
     assert "unknown agent profile 'no-such-profile'" in result.output
     unreadable = cli("apply", "-f", str(tmp_path / "missing.yaml"))
-    assert unreadable.exit_code == 2
+    assert unreadable.exit_code == 2 and "cannot read" in unreadable.output
+    example = str(EXAMPLES / "ci-cd.yaml")
+    twice = cli("apply", "-f", example, "-f", example, "--dry-run")
+    assert twice.exit_code == 2 and "template 'Run Linter' appears twice" in twice.output
