@@ -128,7 +128,7 @@ def _filter() -> Filter:
     args = request.args
     run_id = parse_id(args["run_id"], "run_id") if "run_id" in args else None
     pipeline_id = parse_id(args["pipeline_id"], "pipeline_id") if "pipeline_id" in args else None
-    with db.session() as s:
+    with db.read_session() as s:
         if run_id is not None and s.get(PipelineRun, run_id) is None:
             raise ApiError(404, f"run {run_id} not found")
         # A deleted pipeline's runs are kept, so its id is still a valid filter.
@@ -151,7 +151,7 @@ def _start_position(now: float) -> tuple[Position, bool]:
         if not raw.isdigit():
             raise ApiError(400, "after must be an event id (a whole number)")
         return Position(int(raw)), False
-    with db.session() as s:
+    with db.read_session() as s:
         newest = s.scalar(select(func.max(RunEvent.id))) or 0
         seen = set(s.scalars(select(RunEvent.id).where(RunEvent.id > newest - START_WINDOW)))
     missing = set(range(max(1, newest - START_WINDOW + 1), newest + 1)) - seen
@@ -164,7 +164,7 @@ def _read(position: Position) -> list[RunEvent]:
     after = RunEvent.id > position.cursor
     query = query.where(or_(after, RunEvent.id.in_(position.holes)) if position.holes else after)
     # Unfiltered on purpose: the holes are holes in the whole sequence.
-    with db.factory()() as s:
+    with db.read_session() as s:
         return list(s.scalars(query))
 
 
