@@ -46,8 +46,6 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
         beat_schedule={
             "sweep": {"task": "orchestrator.sweep", "schedule": settings.sweep_seconds},
         },
