@@ -41,6 +41,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for optional in ("api.ui", "api.events"):
         if importlib.util.find_spec(optional) is not None:
             app.register_blueprint(importlib.import_module(optional).bp)
+    app.register_blueprint(importlib.import_module("api.callbacks").bp)
     register_error_handlers(app)
     return app
 

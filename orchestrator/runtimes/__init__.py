@@ -127,4 +127,4 @@ def request_values(req: SpawnRequest) -> dict[str, Any]:
 
 
 # Import the built-in runtimes so they register themselves.
-from orchestrator.runtimes import command, echo, manual  # noqa: E402,F401
+from orchestrator.runtimes import command, echo, manual, openai, webhook  # noqa: E402,F401
