@@ -48,6 +48,10 @@ class Settings:
     output_max_chars: int = 65536
     max_body_bytes: int = 1024 * 1024
     db_pool_size: int = 5
+    # `json`, `text`, or empty: JSON unless stderr is a terminal.
+    log_format: str = ""
+    # Who may read /metrics: `viewer` (any API key) or `none` (open, for a private network).
+    metrics_auth: str = "viewer"
 
     @property
     def embedded_broker(self) -> bool:
@@ -75,4 +79,6 @@ class Settings:
             output_max_chars=_int(env, "OUTPUT_MAX_CHARS", 65536),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
             db_pool_size=_int(env, "DB_POOL_SIZE", 5),
+            log_format=(env.get("LOG_FORMAT") or "").lower(),
+            metrics_auth=(env.get("METRICS_AUTH") or "viewer").lower(),
         )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, select
 from sqlalchemy.exc import OperationalError
 
-from orchestrator import callbacks, db, runs
+from orchestrator import callbacks, db, logs, runs
 from orchestrator import transitions as t
 from orchestrator.config import Settings
 from orchestrator.effects import CancelSession, Dispatcher, RunStepMessage
@@ -79,6 +79,7 @@ class Executor:
                      extra={"run_id": run_id, "step_index": step_index})
             return "ignored"
         step = tr.steps[step_index]
+        logs.bind(run_id=run_id, step_index=step_index, pipeline=tr.run.pipeline_name)
         try:
             runtime = self._runtime(step.agent)
             request = self._request(tr.run, step, tr.steps[:step_index])
@@ -88,6 +89,7 @@ class Executor:
         except (SpawnError, PromptError) as exc:
             self._finish(run_id, step_index, attempt, Outcome(False, error=str(exc)))
             return "spawn-failed"
+        logs.bind(spawn_id=session.spawn_id)
         if session.outcome is not None:
             self._finish(run_id, step_index, attempt, session.outcome, session.spawn_id)
             return "finished"
