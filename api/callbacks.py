@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, request
 from pydantic import StrictBool, StrictStr
 
 from api.errors import ApiError
@@ -32,12 +32,13 @@ class CallbackBody(Strict):
     usage: dict[str, Any] | None = None
 
 
-@bp.post("/<int:run_id>/<int:step_index>/<int:attempt>/<secret>")
-def step_callback(run_id: int, step_index: int, attempt: int, secret: str):
+@bp.post("/<int:run_id>/<int:step_index>/<int:attempt>")
+def step_callback(run_id: int, step_index: int, attempt: int):
+    secret = request.args.get("secret", "")
     settings = current_app.config["SETTINGS"]
     with db.session() as s:
         # The secret is checked before the body is read: without it one learns nothing.
-        if not callbacks.verify(s, run_id, step_index, attempt, secret):
+        if not secret or not callbacks.verify(s, run_id, step_index, attempt, secret):
             log.warning("callback refused: unknown secret",
                         extra={"run_id": run_id, "step_index": step_index})
             raise ApiError(404, "unknown callback")

@@ -33,7 +33,8 @@ def secret_hash(run_id: int, step_index: int, attempt: int, secret: str) -> str:
 
 
 def callback_url(public_url: str, run_id: int, step_index: int, attempt: int, secret: str) -> str:
-    return f"{public_url.rstrip('/')}/api/callbacks/{run_id}/{step_index}/{attempt}/{secret}"
+    # In the query as `secret=`, which the service's log redaction masks in access logs.
+    return f"{public_url.rstrip('/')}/api/callbacks/{run_id}/{step_index}/{attempt}?secret={secret}"
 
 
 def arm(s: Session, run_id: int, step_index: int, attempt: int, secret: str) -> bool:

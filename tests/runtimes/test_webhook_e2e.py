@@ -33,7 +33,7 @@ def test_a_webhook_step_waits_for_its_gateway_and_takes_the_callback(
         "template_name": "Review", "model": model, "prompt": "Review PR 12",
         "parameters": {"depth": "full"},
     }
-    prefix = f"{rt_stack.base_url}/api/callbacks/{run['id']}/0/1/"
+    prefix = f"{rt_stack.base_url}/api/callbacks/{run['id']}/0/1?secret="
     assert callback_url.startswith(prefix)
     secret = callback_url[len(prefix):]
     assert re.fullmatch(r"[A-Za-z0-9_-]{40,}", secret)
@@ -50,6 +50,8 @@ def test_a_webhook_step_waits_for_its_gateway_and_takes_the_callback(
     # Only a hash of the secret is stored.
     assert re.fullmatch(r"[0-9a-f]{64}", callback_hash(rt_database_url, run["id"], 0))
     assert secret not in all_rows_text(rt_database_url)
+    assert secret not in rt_stack.log("api") and secret not in rt_stack.log("worker")
+    assert f"/api/callbacks/{run['id']}/0/1" in rt_stack.log("api")  # the call is logged
     assert not gateway.cancels_now() or all(
         c.body["spawn_id"] != seen.spawn_id for c in gateway.cancels_now())
 
@@ -82,16 +84,18 @@ def test_callbacks_need_only_their_secret_and_a_refused_one_changes_nothing(
     run = rt_api.start(rt_api.pipeline(tpl["id"], after["id"])["id"])
     url = gateway.spawns(model)[0].body["callback_url"]
     running_with_spawn_id(rt_api, run["id"])
-    base, secret = url.rsplit("/", 1)
+    base, secret = url.split("?secret=")
     rid = run["id"]
     api_root = base.split("/api/callbacks/")[0] + "/api/callbacks"
     before = state_digest(rt_database_url)
     refused = {
-        "wrong secret": (base + "/" + secret[:-2] + "xx", {"success": True}),
-        "other attempt": (f"{api_root}/{rid}/0/2/{secret}", {"success": True}),
-        "other step": (f"{api_root}/{rid}/1/1/{secret}", {"success": True}),
-        "other run": (f"{api_root}/{rid + 1000}/0/1/{secret}", {"success": True}),
-        "no secret": (base + "/", {"success": True}),
+        "wrong secret": (f"{base}?secret={secret[:-2]}xx", {"success": True}),
+        "other attempt": (f"{api_root}/{rid}/0/2?secret={secret}", {"success": True}),
+        "other step": (f"{api_root}/{rid}/1/1?secret={secret}", {"success": True}),
+        "other run": (f"{api_root}/{rid + 1000}/0/1?secret={secret}", {"success": True}),
+        "no secret": (base, {"success": True}),
+        "empty secret": (f"{base}?secret=", {"success": True}),
+        "secret in the path": (f"{base}/{secret}", {"success": True}),
     }
     for what, (target, body) in refused.items():
         resp = requests.post(target, json=body, timeout=10)
