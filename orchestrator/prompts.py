@@ -10,6 +10,7 @@ step instead of sending an agent a prompt with a hole in it.
 from __future__ import annotations
 
 import operator
+import shlex
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -58,6 +59,8 @@ class _Environment(ImmutableSandboxedEnvironment):
 
 _STEPS_REPR = f"{Steps.__module__}.{Steps.__name__} object"
 _env = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+# For prompts that are shell scripts: an earlier output pasted into one must stay data.
+_env.filters["shell_quote"] = lambda value: shlex.quote(str(value))
 
 
 def step_context(step: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -95,3 +96,11 @@ def test_runaway_templates_are_stopped(text, expected):
     with pytest.raises(PromptError) as exc:
         render_prompt(text, {}, [])
     assert expected in str(exc.value)
+
+
+def test_shell_quote_keeps_pasted_text_data():
+    earlier = [step(0, "Lint", status="failed", error="it's $(rm -rf ~) `x`")]
+    out = render_prompt("echo {{ steps[0].error | shell_quote }}", {}, earlier)
+    assert out == "echo 'it'\"'\"'s $(rm -rf ~) `x`'"
+    assert subprocess.run(["bash", "-c", out], capture_output=True, text=True,
+                          check=True).stdout == "it's $(rm -rf ~) `x`\n"
