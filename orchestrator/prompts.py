@@ -9,12 +9,13 @@ step instead of sending an agent a prompt with a hole in it.
 
 from __future__ import annotations
 
+import functools
 import operator
 import shlex
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment, SecurityError
 
 # A rendered prompt larger than this is refused: it is a runaway loop, not a prompt.
@@ -63,6 +64,15 @@ _env = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_n
 _env.filters["shell_quote"] = lambda value: shlex.quote(str(value))
 
 
+_DELIMITERS = ("{{", "{%", "{#")
+
+
+@functools.lru_cache(maxsize=256)
+def _compile(template: str) -> Template:
+    # Templates are snapshots that many runs share; compiling is most of rendering's cost.
+    return _env.from_string(template)
+
+
 def step_context(step: Any) -> dict[str, Any]:
     """What a later prompt may read of a step (a RunStep or anything shaped like one)."""
     return {
@@ -83,6 +93,8 @@ def render_prompt(
     step: dict[str, Any] | None = None,
 ) -> str:
     """Render `template` with the run's inputs and the steps before this one."""
+    if not any(mark in template for mark in _DELIMITERS):
+        return template  # what Jinja would return, without its cost on every step
     budget = [RANGE_BUDGET]
 
     def budgeted_range(*args: int) -> range:
@@ -100,7 +112,7 @@ def render_prompt(
         "range": budgeted_range,
     }
     try:
-        compiled = _env.from_string(template)
+        compiled = _compile(template)
         pieces: list[str] = []
         size = 0
         for piece in compiled.generate(context):
