@@ -4,6 +4,7 @@ callback and its secret, cancel, and steps that wait without holding a worker.""
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -106,19 +107,30 @@ def test_callbacks_need_only_their_secret_and_a_refused_one_changes_nothing(
         assert resp.status_code == 400, (body, resp.text)
     assert requests.post(url, data="not json", timeout=10).status_code == 400
     assert state_digest(rt_database_url) == before, "a refused callback changed stored state"
-    # The right secret, with no API key at all.
-    ok = requests.post(url, json={"success": True, "output": "fine"}, timeout=10)
-    assert ok.status_code == 200, ok.text
-    assert ok.json()["step"]["status"] == "completed"
+    # The right secret, with no API key at all, sent eight times at once with two
+    # different stories: exactly one is taken.
+    bodies = [{"success": True, "output": f"fine {i}"} if i % 2 else
+              {"success": False, "error": f"bad {i}"} for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda b: requests.post(url, json=b, timeout=10), bodies))
+    winners = [(b, r) for b, r in zip(bodies, replies, strict=True) if r.status_code == 200]
+    assert len(winners) == 1, [r.status_code for r in replies]
+    assert sorted(r.status_code for r in replies) == [200] + [409] * 7
+    body, _ = winners[0]
     done = rt_api.wait(rid)
-    assert done["status"] == "completed"
-    # A replay, or a different story after the fact: 409, and nothing changes.
+    step = done["steps_snapshot"][0]
+    if body["success"]:
+        assert (done["status"], step["status"], step["output"]) == (
+            "completed", "completed", body["output"])
+    else:
+        assert (done["status"], step["status"], step["error"]) == (
+            "failed", "failed", body["error"])
+    # A replay after the fact: 409 with the step as it is, and nothing changes.
     settled = state_digest(rt_database_url)
-    for body in ({"success": True, "output": "fine"}, {"success": False, "error": "no"}):
+    for body in bodies[:2]:
         again = requests.post(url, json=body, timeout=10)
         assert again.status_code == 409, again.text
-        assert again.json()["step"]["status"] == "completed"
-        assert again.json()["step"]["output"] == "fine"
+        assert again.json()["step"]["status"] == step["status"]
         assert "error" in again.json()
     assert state_digest(rt_database_url) == settled
 
