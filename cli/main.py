@@ -115,6 +115,8 @@ def api(host: str, port: int, workers: int) -> None:
         sys.executable, "-m", "gunicorn", "api.wsgi:app",
         "--bind", f"{host}:{port}", "--workers", str(workers),
         "--access-logfile", "-", "--graceful-timeout", "10",
+        # threads, so that open event streams do not each hold a whole worker
+        "--worker-class", "gthread", "--threads", "16",
         "--logger-class", "api.gunicorn_logger.Logger",
     ])
 

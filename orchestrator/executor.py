@@ -249,7 +249,7 @@ class Executor:
                 .where(
                     PipelineRun.status.in_((t.PENDING, t.RUNNING)),
                     RunStep.status == t.PENDING,
-                    RunStep.enqueued_at < ts - self.settings.requeue_after_seconds,
+                    PipelineRun.step_due_at < ts - self.settings.requeue_after_seconds,
                 )
             ).all()
         for run_id, index, attempt, worker in lost:
@@ -260,7 +260,7 @@ class Executor:
             report.timed_out += self._sweep_resolve(run_id, index, attempt, error)
         for run_id, index, attempt in stale:
             with db.session() as s:
-                runs.mark_enqueued(s, run_id, index, attempt)
+                runs.mark_resent(s, run_id, index)
             self.dispatcher.dispatch([RunStepMessage(run_id, index, attempt)])
             report.requeued += 1
         return report

@@ -34,6 +34,8 @@ _PATTERNS = [
     (re.compile(r"\bpo_[A-Za-z0-9_\-]{16,}"), MASK),
     # Authorization headers and bearer tokens.
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}"), r"\1 " + MASK),
+    # A key passed in a query string (the event stream accepts ?key=).
+    (re.compile(r"([?&]key=)[^&\s\"']+"), r"\1" + MASK),
     # Passwords inside URLs: scheme://user:password@host
     (re.compile(r"(\w+://[^:/@\s]*:)[^@\s/]+@"), r"\1" + MASK + "@"),
     # key=value / "key": "value" where the key names a secret.

@@ -203,16 +203,11 @@ def still_running(s: Session, run_id: int, step_index: int, attempt: int) -> boo
     return found is not None
 
 
-def mark_enqueued(s: Session, run_id: int, step_index: int, attempt: int) -> None:
+def mark_resent(s: Session, run_id: int, step_index: int) -> None:
     s.execute(
-        update(RunStep)
-        .where(
-            RunStep.run_id == run_id,
-            RunStep.step_index == step_index,
-            RunStep.attempt == attempt,
-            RunStep.status == t.PENDING,
-        )
-        .values(enqueued_at=now())
+        update(PipelineRun)
+        .where(PipelineRun.id == run_id, PipelineRun.current_step == step_index)
+        .values(step_due_at=now())
     )
 
 
@@ -229,6 +224,12 @@ def _step_state(step: RunStep) -> t.StepState:
 
 
 def load_run(s: Session, run_id: int, lock: bool = False) -> tuple[PipelineRun, list[RunStep]]:
+    """The run and its steps; with `lock`, the run row is locked first.
+
+    Two queries on purpose: a join locking only the run would, after waiting for the
+    lock, still return the step rows as they were before the wait (PostgreSQL re-reads
+    only the locked row), and two claims of one step would both see it pending.
+    """
     run = s.get(PipelineRun, run_id, with_for_update=lock, populate_existing=lock)
     if run is None:
         raise NotFound(f"run {run_id} not found")
@@ -290,7 +291,7 @@ def _apply(
                 error=t.CANCELLED_ERROR if cancelled else None), None, 0.0)
         events.append(_event(run, index, f"step.{status}", _step_data(step), ts))
     for msg in d.enqueue:
-        steps[msg.step_index].enqueued_at = ts + msg.delay  # when it is due
+        run.step_due_at = ts + msg.delay
         effects.append(RunStepMessage(run.id, msg.step_index, msg.attempt, msg.delay))
     if d.current_step is not None:
         run.current_step = d.current_step

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.support import TERMINAL, state_digest
@@ -238,3 +240,16 @@ def test_update_template_and_pipeline(api):
     assert changed["name"] == "renamed"
     assert [(s["template_name"], s["on_failure"]) for s in changed["steps"]] == [
         (other["name"], "continue"), (tpl["name"], "stop"), (other["name"], "stop")]
+
+
+def test_revoked_key_stops_working_within_the_cache_time(api):
+    made = api.ok("POST", "/api/keys", {"name": "short-lived", "role": "viewer"}, 201)
+    assert api.call("GET", "/api/pipelines", key=made["key"]).status_code == 200
+    listed = api.ok("GET", "/api/keys")["keys"]
+    assert any(k["id"] == made["id"] and k["prefix"] == made["key"][:10] for k in listed)
+    assert all("key" not in k and "key_hash" not in k for k in listed)
+    assert api.ok("DELETE", "/api/keys", {"id": made["id"]}) == {"success": True}
+    deadline = time.monotonic() + 8  # KEY_CACHE_SECONDS (5) with margin
+    while api.call("GET", "/api/pipelines", key=made["key"]).status_code != 401:
+        assert time.monotonic() < deadline, "a revoked key still works"
+        time.sleep(0.25)

@@ -11,11 +11,6 @@ from pathlib import Path
 
 import pytest
 
-# An open event stream keeps a request in flight for minutes; gunicorn's default sync
-# workers would each be taken by one viewer (and killed by its 30 s timeout). Threaded
-# workers serve streams and API calls side by side. Set before the stack fixture starts.
-os.environ.setdefault("GUNICORN_CMD_ARGS", "--worker-class gthread --threads 16")
-
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 SHOTS = Path(__file__).parent / "screenshots"
 
