@@ -45,6 +45,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     metrics.check_metrics_auth(settings.metrics_auth)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(importlib.import_module("api.callbacks").bp)
     register_error_handlers(app)
     return app
 

@@ -176,6 +176,8 @@ class RunStep(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[float | None] = mapped_column(Float)
     deadline_at: Mapped[float | None] = mapped_column(Float)
+    # SHA-256 of the running attempt's callback secret (webhook steps); never the secret.
+    callback_secret_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class RunEvent(Base):
