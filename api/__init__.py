@@ -43,6 +43,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for optional in ("api.ui", "api.events"):
         if importlib.util.find_spec(optional) is not None:
             app.register_blueprint(importlib.import_module(optional).bp)
+    from api import metrics
+
+    metrics.check_metrics_auth(settings.metrics_auth)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(importlib.import_module("api.callbacks").bp)
     register_error_handlers(app)
     return app
 

@@ -5,6 +5,7 @@ Runs before any validation: an unauthenticated caller learns nothing about the i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -13,7 +14,7 @@ from flask import current_app, g, request
 
 from api.errors import ApiError
 from orchestrator import db
-from orchestrator.auth import Identity, identify
+from orchestrator.auth import Identity, hash_key, identify
 
 
 def presented_key() -> str:
@@ -25,14 +26,27 @@ def presented_key() -> str:
     return key
 
 
+# Known keys are remembered for a few seconds, so that a busy client costs no database
+# round trip per request; a revoked key stops working within KEY_CACHE_SECONDS.
+KEY_CACHE_SECONDS = 5.0
+_known: dict[str, tuple[Identity, float]] = {}
+
+
 def authenticate(key: str | None = None) -> Identity:
     key = presented_key() if key is None else key
     if not key:
         raise ApiError(401, "API key required (x-api-key header or Authorization: Bearer)")
+    digest = hash_key(key)
+    cached = _known.get(digest)
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
     with db.session() as s:
         identity = identify(s, key, current_app.config["SETTINGS"].api_key)
     if identity is None:
         raise ApiError(401, "invalid API key")
+    if len(_known) > 10_000:
+        _known.clear()
+    _known[digest] = (identity, time.monotonic() + KEY_CACHE_SECONDS)
     return identity
 
 

@@ -9,6 +9,7 @@ ignored), so that input the document calls invalid is input the API refuses.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Flask, current_app
@@ -200,6 +201,12 @@ SCHEMAS: dict[str, Any] = {
         "name": string(1, 200),
         "role": {"enum": ["viewer", "operator", "admin"]},
     }, ["name", "role"]),
+    "Callback": obj({
+        "success": {"type": "boolean"},
+        "error": {"type": ["string", "null"]},
+        "output": {"type": ["string", "null"]},
+        "usage": {"type": ["object", "null"]},
+    }, ["success"]),
     "AuditEntry": obj({
         "id": {"type": "integer"},
         "at": EPOCH,
@@ -370,6 +377,28 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                   "Only changes to this kind of object"),
             query("target_id", QUERY_ID, "Only changes to this object"),
         ]),
+    ("/api/callbacks/{run_id}/{step_index}/{attempt}", "post"): {
+        **operation(
+            "An agent gateway reports how a webhook step's session ended (no API key: "
+            "the per-attempt secret in the URL is the credential; a wrong one is a 404)",
+            {**ok("200", "The step is resolved", {
+                "run_id": {"type": "integer"}, "run_status": {"type": "string"},
+                "step": ref("RunStep")}),
+             **errors("404", "409")},
+            role=None, body="Callback", mutating=True,
+            params=[
+                *({"name": n, "in": "path", "required": True,
+                   "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}
+                  for n in ("run_id", "step_index", "attempt")),
+                {"name": "secret", "in": "query", "required": False,
+                 "schema": {"type": "string"}, "description": "the step's callback secret"},
+            ]),
+    },
+    ("/metrics", "get"): operation(
+        "Prometheus metrics (any key by default; METRICS_AUTH=none opens it)",
+        {"200": {"description": "Prometheus text format",
+                 "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        role="viewer"),
     ("/api/events", "get"): operation(
         "Run events as a server-sent event stream (also takes the key as ?key=)",
         {"200": {"description": "text/event-stream",
@@ -389,13 +418,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 UNDOCUMENTED_ENDPOINTS = ("static", "ui.")
 
 
+def openapi_path(rule: str) -> str:
+    """`/a/<int:run_id>` (Flask) → `/a/{run_id}` (OpenAPI)."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
 def registered_operations(app: Flask) -> set[tuple[str, str]]:
     out = set()
     for rule in app.url_map.iter_rules():
         if rule.endpoint.startswith(UNDOCUMENTED_ENDPOINTS):
             continue
         for method in rule.methods - {"HEAD", "OPTIONS"}:
-            out.add((rule.rule, method.lower()))
+            out.add((openapi_path(rule.rule), method.lower()))
     return out
 
 

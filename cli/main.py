@@ -10,7 +10,7 @@ import time
 
 import click
 
-from orchestrator import db, migrate
+from orchestrator import db, logs, migrate, tallies
 from orchestrator.auth import ROLES, create_key, has_keys
 from orchestrator.config import Settings
 
@@ -18,10 +18,9 @@ from orchestrator.config import Settings
 @click.group()
 def main() -> None:
     """Pipeline Orchestrator: multi-step agent pipelines that advance by themselves."""
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    settings = Settings.from_env()
+    logs.configure(os.environ.get("LOG_LEVEL", "INFO"), settings.log_format,
+                   logs.secrets_of(settings))
 
 
 @main.group(name="db")
@@ -72,7 +71,7 @@ def up(host: str, port: int, concurrency: int) -> None:
     _bootstrap_key(settings)
     server = make_server(host, port, create_app(), threaded=True)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-    threading.Thread(target=_sweep_forever, args=(tasks.executor, settings.sweep_seconds),
+    threading.Thread(target=_sweep_forever, args=(tasks.executor, settings),
                      name="sweeper", daemon=True).start()
     click.echo(f"Pipeline Orchestrator on http://{host}:{port} "
                f"(database {_safe_url(settings.database_url)}, broker {settings.broker_url})")
@@ -96,12 +95,12 @@ def _bootstrap_key(settings: Settings) -> None:
     click.echo(f"No API key existed: created an admin key (shown once, store it): {key}")
 
 
-def _sweep_forever(executor, every: float) -> None:
+def _sweep_forever(executor, settings: Settings) -> None:
     log = logging.getLogger("orchestrator.sweeper")
     while True:
-        time.sleep(every)
+        time.sleep(settings.sweep_seconds)
         try:
-            executor().sweep()
+            tallies.record_sweep(settings, vars(executor().sweep()))
         except Exception:
             log.exception("sweep failed")
 
@@ -116,6 +115,9 @@ def api(host: str, port: int, workers: int) -> None:
         sys.executable, "-m", "gunicorn", "api.wsgi:app",
         "--bind", f"{host}:{port}", "--workers", str(workers),
         "--access-logfile", "-", "--graceful-timeout", "10",
+        # threads, so that open event streams do not each hold a whole worker
+        "--worker-class", "gthread", "--threads", "16",
+        "--logger-class", "api.gunicorn_logger.Logger",
     ])
 
 
@@ -149,3 +151,25 @@ def _safe_url(url: str) -> str:
         return make_url(db.normalize_url(url)).render_as_string(hide_password=True)
     except Exception:
         return "<unparsable url>"
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--address", default="0.0.0.0", show_default=True)
+@click.option("--port", default=5555, show_default=True, type=int)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(address: str, port: int, flower_args: tuple[str, ...]) -> None:
+    """Flower, the Celery monitor, on this install's broker (FLOWER_* variables apply)."""
+    from worker.app import celery
+
+    celery.start(["flower", f"--address={address}", f"--port={port}", *flower_args])
+
+
+def _client_commands() -> None:
+    from cli.as_code import apply_cmd, export_cmd
+    from cli.remote import pipelines_group, runs_group
+
+    for command in (pipelines_group, runs_group, apply_cmd, export_cmd):
+        main.add_command(command)
+
+
+_client_commands()

@@ -72,6 +72,10 @@ class Settings:
     # How long a worker keeps retrying a database write it must not lose (a claim, a
     # spawn_id, a step's result) while the database is unreachable.
     db_retry_seconds: float = 120.0
+    # `json`, `text`, or empty: JSON unless stderr is a terminal.
+    log_format: str = ""
+    # Who may read /metrics: `viewer` (any API key) or `none` (open, for a private network).
+    metrics_auth: str = "viewer"
 
     @property
     def embedded_broker(self) -> bool:
@@ -103,4 +107,6 @@ class Settings:
             rate_limit_window_seconds=_float(env, "RATE_LIMIT_WINDOW_SECONDS", 60.0),
             idempotency_ttl_seconds=_float(env, "IDEMPOTENCY_TTL_SECONDS", 24 * 3600.0),
             db_retry_seconds=_float(env, "DB_RETRY_SECONDS", 120.0),
+            log_format=(env.get("LOG_FORMAT") or "").lower(),
+            metrics_auth=(env.get("METRICS_AUTH") or "viewer").lower(),
         )

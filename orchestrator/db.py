@@ -43,7 +43,9 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers need no write lock; everything else takes it up front.
+            read_only = conn.get_execution_options().get("read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(
@@ -83,6 +85,14 @@ def engine() -> Engine:
 def session() -> Iterator[Session]:
     """A transaction: commits when the block ends, rolls back if it raises."""
     with factory().begin() as s:
+        yield s
+
+
+@contextlib.contextmanager
+def read_session() -> Iterator[Session]:
+    """A transaction that only reads: on SQLite it does not take the write lock."""
+    bind = engine().execution_options(read_only=True)
+    with Session(bind=bind, expire_on_commit=False) as s, s.begin():
         yield s
 
 

@@ -8,6 +8,7 @@ transaction and hand the effects (the next step's message) to the dispatcher.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -17,12 +18,13 @@ from dataclasses import dataclass
 from sqlalchemy import and_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from orchestrator import db, runs
+from orchestrator import callbacks, db, logs, runs
 from orchestrator import transitions as t
 from orchestrator.config import Settings
 from orchestrator.effects import CancelSession, Dispatcher, RunStepMessage
 from orchestrator.models import PipelineRun, RunStep, now
 from orchestrator.profiles import Profile
+from orchestrator.prompts import PromptError, render_prompt
 from orchestrator.runtimes import (
     AgentSession,
     Outcome,
@@ -100,12 +102,17 @@ class Executor:
                      extra={"run_id": run_id, "step_index": step_index})
             return "ignored"
         step = tr.steps[step_index]
+        logs.bind(run_id=run_id, step_index=step_index, pipeline=tr.run.pipeline_name)
         try:
             runtime = self._runtime(step.agent)
-            session = runtime.spawn(self._request(tr.run, step))
-        except SpawnError as exc:
+            request = self._request(tr.run, step, tr.steps[:step_index])
+            if getattr(runtime, "takes_callback", False):
+                request = self._arm_callback(request)
+            session = runtime.spawn(request)
+        except (SpawnError, PromptError) as exc:
             self._finish(run_id, step_index, attempt, Outcome(False, error=str(exc)))
             return "spawn-failed"
+        logs.bind(spawn_id=session.spawn_id)
         if session.outcome is not None:
             self._finish(run_id, step_index, attempt, session.outcome, session.spawn_id)
             return "finished"
@@ -123,7 +130,7 @@ class Executor:
         outcome = self._wait(runtime, session, run_id, step_index, attempt, step)
         if outcome is None:
             return "superseded"
-        self._finish(run_id, step_index, attempt, outcome)
+        self._finish(run_id, step_index, attempt, outcome, session.spawn_id)
         return "finished"
 
     def _runtime(self, agent: str) -> Runtime:
@@ -134,7 +141,14 @@ class Executor:
             )
         return get_runtime(profile)
 
-    def _request(self, run: PipelineRun, step: RunStep) -> SpawnRequest:
+    def _request(self, run: PipelineRun, step: RunStep, earlier: list[RunStep]) -> SpawnRequest:
+        prompt = render_prompt(
+            step.prompt,
+            run.inputs,
+            earlier,
+            run={"id": run.id, "pipeline_id": run.pipeline_id, "pipeline_name": run.pipeline_name},
+            step={"index": step.step_index, "attempt": step.attempt, "name": step.template_name},
+        )
         return SpawnRequest(
             run_id=run.id,
             step_index=step.step_index,
@@ -142,10 +156,21 @@ class Executor:
             template_id=step.template_id,
             template_name=step.template_name,
             model=step.model,
-            prompt=step.prompt,
+            prompt=prompt,
             parameters=dict(step.parameters or {}),
             timeout_seconds=step.timeout_seconds,
         )
+
+    def _arm_callback(self, req: SpawnRequest) -> SpawnRequest:
+        """Give the attempt a fresh callback secret, stored hashed before the gateway can
+        possibly call back."""
+        secret = callbacks.new_secret()
+        with db.session() as s:
+            callbacks.arm(s, req.run_id, req.step_index, req.attempt, secret)
+        url = callbacks.callback_url(
+            self.settings.public_url, req.run_id, req.step_index, req.attempt, secret
+        )
+        return dataclasses.replace(req, callback_url=url)
 
     def _wait(
         self,
@@ -293,7 +318,7 @@ class Executor:
                 .where(
                     PipelineRun.status.in_((t.PENDING, t.RUNNING)),
                     RunStep.status == t.PENDING,
-                    RunStep.enqueued_at < ts - self.settings.requeue_after_seconds,
+                    PipelineRun.step_due_at < ts - self.settings.requeue_after_seconds,
                 )
             ).all()
         for run_id, index, attempt, worker in lost:
@@ -311,7 +336,7 @@ class Executor:
             stale = []
         for run_id, index, attempt in stale[:REQUEUE_BATCH]:
             with db.session() as s:
-                runs.mark_enqueued(s, run_id, index, attempt)
+                runs.mark_resent(s, run_id, index)
             self.dispatcher.dispatch([RunStepMessage(run_id, index, attempt)])
             report.requeued += 1
         return report

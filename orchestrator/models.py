@@ -130,6 +130,9 @@ class PipelineRun(Base):
     started_at: Mapped[float | None] = mapped_column(Float)
     completed_at: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float, default=now)
+    # When the current step's message was due (sent, plus any retry backoff): the sweeper
+    # resends it if the step is still pending long after.
+    step_due_at: Mapped[float | None] = mapped_column(Float)
 
     steps: Mapped[list[RunStep]] = relationship(
         order_by="RunStep.step_index", lazy="raise", cascade="all, delete-orphan"
@@ -173,7 +176,8 @@ class RunStep(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[float | None] = mapped_column(Float)
     deadline_at: Mapped[float | None] = mapped_column(Float)
-    enqueued_at: Mapped[float | None] = mapped_column(Float)
+    # SHA-256 of the running attempt's callback secret (webhook steps); never the secret.
+    callback_secret_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class RunEvent(Base):

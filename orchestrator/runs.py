@@ -20,6 +20,7 @@ from orchestrator.effects import CancelSession, Effect, RunStepMessage
 from orchestrator.models import (
     Pipeline,
     PipelineRun,
+    PipelineStep,
     RunEvent,
     RunStep,
     WorkflowTemplate,
@@ -57,8 +58,13 @@ class StepResult:
 def start_run(
     s: Session, pipeline_id: int, triggered_by: str, inputs: dict[str, Any] | None = None
 ) -> Transition:
+    """Create a run from the pipeline as it is now, and plan its first step.
+
+    Seven round trips: count the use (and find the pipeline), read its steps and
+    templates, count the templates' use, insert the run, its steps and its event.
+    """
     ts = now()
-    counted = s.execute(
+    name = s.scalar(
         update(Pipeline)
         .where(Pipeline.id == pipeline_id)
         .values(
@@ -67,43 +73,49 @@ def start_run(
             runs_total=Pipeline.runs_total + 1,
             runs_running=Pipeline.runs_running + 1,
         )
+        .returning(Pipeline.name)
     )
-    if counted.rowcount != 1:
+    if name is None:
         raise NotFound(f"pipeline {pipeline_id} not found")
-    pipeline = s.get_one(Pipeline, pipeline_id)
-    template_ids = sorted({st.template_id for st in pipeline.steps})
+    rows = s.execute(
+        select(PipelineStep.on_failure, PipelineStep.run_if, WorkflowTemplate)
+        .join(WorkflowTemplate, WorkflowTemplate.id == PipelineStep.template_id)
+        .where(PipelineStep.pipeline_id == pipeline_id)
+        .order_by(PipelineStep.position)
+    ).all()
     s.execute(
         update(WorkflowTemplate)
-        .where(WorkflowTemplate.id.in_(template_ids))
+        .where(WorkflowTemplate.id.in_({tpl.id for _, _, tpl in rows}))
         .values(use_count=WorkflowTemplate.use_count + 1, last_used_at=ts)
+        .execution_options(synchronize_session=False)
     )
+    steps = [_snapshot(i, *row) for i, row in enumerate(rows)]
+    decision = t.plan_start([_step_state(st) for st in steps])
     run = PipelineRun(
-        pipeline_id=pipeline.id,
-        pipeline_name=pipeline.name,
+        pipeline_id=pipeline_id,
+        pipeline_name=name,
         status=t.PENDING,
         current_step=0,
         inputs=inputs or {},
         triggered_by=triggered_by,
         created_at=ts,
+        # written by _apply below too; set now so the INSERT carries it
+        step_due_at=ts if decision.enqueue else None,
     )
+    run.steps = steps
     s.add(run)
     s.flush()
-    steps = [_snapshot(run.id, i, st) for i, st in enumerate(pipeline.steps)]
-    s.add_all(steps)
     s.add(_event(run, None, "run.created", {"status": t.PENDING}, ts))
-    decision = t.plan_start([_step_state(st) for st in steps])
     return _apply(s, run, steps, decision, ts)
 
 
-def _snapshot(run_id: int, index: int, pstep: Any) -> RunStep:
-    tpl: WorkflowTemplate = pstep.template
+def _snapshot(index: int, on_failure: str, run_if: str, tpl: WorkflowTemplate) -> RunStep:
     return RunStep(
-        run_id=run_id,
         step_index=index,
         template_id=tpl.id,
         template_name=tpl.name,
-        on_failure=pstep.on_failure,
-        run_if=pstep.run_if,
+        on_failure=on_failure,
+        run_if=run_if,
         agent=tpl.agent,
         model=tpl.model,
         prompt=tpl.prompt,
@@ -203,16 +215,11 @@ def still_running(s: Session, run_id: int, step_index: int, attempt: int) -> boo
     return found is not None
 
 
-def mark_enqueued(s: Session, run_id: int, step_index: int, attempt: int) -> None:
+def mark_resent(s: Session, run_id: int, step_index: int) -> None:
     s.execute(
-        update(RunStep)
-        .where(
-            RunStep.run_id == run_id,
-            RunStep.step_index == step_index,
-            RunStep.attempt == attempt,
-            RunStep.status == t.PENDING,
-        )
-        .values(enqueued_at=now())
+        update(PipelineRun)
+        .where(PipelineRun.id == run_id, PipelineRun.current_step == step_index)
+        .values(step_due_at=now())
     )
 
 
@@ -229,6 +236,12 @@ def _step_state(step: RunStep) -> t.StepState:
 
 
 def load_run(s: Session, run_id: int, lock: bool = False) -> tuple[PipelineRun, list[RunStep]]:
+    """The run and its steps; with `lock`, the run row is locked first.
+
+    Two queries on purpose: a join locking only the run would, after waiting for the
+    lock, still return the step rows as they were before the wait (PostgreSQL re-reads
+    only the locked row), and two claims of one step would both see it pending.
+    """
     run = s.get(PipelineRun, run_id, with_for_update=lock, populate_existing=lock)
     if run is None:
         raise NotFound(f"run {run_id} not found")
@@ -290,7 +303,7 @@ def _apply(
                 error=t.CANCELLED_ERROR if cancelled else None), None, 0.0)
         events.append(_event(run, index, f"step.{status}", _step_data(step), ts))
     for msg in d.enqueue:
-        steps[msg.step_index].enqueued_at = ts + msg.delay  # when it is due
+        run.step_due_at = ts + msg.delay
         effects.append(RunStepMessage(run.id, msg.step_index, msg.attempt, msg.delay))
     if d.current_step is not None:
         run.current_step = d.current_step

@@ -8,9 +8,9 @@ messages go to the `orchestrator.steps` queue; cancels and the sweeper to
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
 
-from orchestrator import db
+from orchestrator import db, logs, tallies
 from orchestrator.config import Settings
 
 # Longer than the longest step timeout (3600 s) plus grace: a message is redelivered by
@@ -46,8 +46,6 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
         beat_schedule={
             "sweep": {"task": "orchestrator.sweep", "schedule": settings.sweep_seconds},
         },
@@ -60,6 +58,27 @@ def make_celery(settings: Settings) -> Celery:
 def _fresh_connections(**_kwargs) -> None:
     # A forked pool child must not share the parent's database sockets.
     db.reset()
+
+
+@setup_logging.connect
+def _structured_logs(loglevel=None, **_kwargs) -> None:
+    # Connected, so Celery leaves the root logger and stdout to us.
+    settings = Settings.from_env()
+    logs.configure(loglevel or "INFO", settings.log_format, logs.secrets_of(settings))
+
+
+@task_prerun.connect
+def _bind_log_context(task=None, args=None, **_kwargs) -> None:
+    # Pool threads and processes are reused: start each task with a clean context.
+    logs.clear()
+    if task is not None and task.name == "orchestrator.run_step" and args:
+        logs.bind(run_id=args[0], step_index=args[1])
+
+
+@task_postrun.connect
+def _tally_sweep(task=None, retval=None, **_kwargs) -> None:
+    if task is not None and task.name == "orchestrator.sweep" and isinstance(retval, dict):
+        tallies.record_sweep(task.app.conf.orchestrator_settings, retval)
 
 
 celery = make_celery(Settings.from_env())

@@ -3,7 +3,8 @@
 A runtime spawns an agent session for a step and reports how it ended. Runtimes do I/O
 and never touch run state: the executor records what they return. A runtime whose
 `holds_worker` is False (manual, webhook) returns at once from `spawn`, and its step is
-resolved later by an advance, a callback or the sweeper's timeout.
+resolved later by an advance, a callback or the sweeper's timeout. A runtime whose
+`takes_callback` is True (webhook) gets a `callback_url` carrying a fresh secret.
 """
 
 from __future__ import annotations
@@ -127,4 +128,4 @@ def request_values(req: SpawnRequest) -> dict[str, Any]:
 
 
 # Import the built-in runtimes so they register themselves.
-from orchestrator.runtimes import command, echo, manual  # noqa: E402,F401
+from orchestrator.runtimes import command, echo, manual, openai, webhook  # noqa: E402,F401

@@ -12,7 +12,7 @@ from orchestrator import db, runs
 from orchestrator.config import Settings
 from orchestrator.effects import CancelSession, Recorder, RunStepMessage
 from orchestrator.executor import HOST, Executor
-from orchestrator.models import RunStep, now
+from orchestrator.models import PipelineRun, now
 from orchestrator.profiles import load_profiles
 from tests.factories import make_pipeline
 
@@ -46,8 +46,8 @@ def executor(dispatcher, **settings) -> Executor:
 
 def age_message(run_id: int, seconds: float) -> None:
     with db.session() as s:
-        s.execute(update(RunStep).where(RunStep.run_id == run_id, RunStep.step_index == 0)
-                  .values(enqueued_at=now() - seconds))
+        s.execute(update(PipelineRun).where(PipelineRun.id == run_id)
+                  .values(step_due_at=now() - seconds))
 
 
 def test_lost_message_is_resent_only_when_the_queue_is_empty(own_db):

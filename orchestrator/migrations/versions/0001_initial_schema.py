@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("started_at", sa.Float(), nullable=True),
         sa.Column("completed_at", sa.Float(), nullable=True),
         sa.Column("created_at", sa.Float(), nullable=False),
+        sa.Column("step_due_at", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_runs_pipeline_id", "pipeline_runs", ["pipeline_id", "id"], unique=False)
@@ -165,7 +166,6 @@ def upgrade() -> None:
         sa.Column("worker", sa.String(length=200), nullable=True),
         sa.Column("lease_expires_at", sa.Float(), nullable=True),
         sa.Column("deadline_at", sa.Float(), nullable=True),
-        sa.Column("enqueued_at", sa.Float(), nullable=True),
         sa.ForeignKeyConstraint(["run_id"], ["pipeline_runs.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("run_id", "step_index"),

@@ -1,7 +1,7 @@
 """audit log and idempotency keys
 
 Revision ID: 0003_reliability
-Revises: 0001
+Revises: 0002_runtimes
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0003_reliability"
-down_revision = "0001"
+down_revision = "0002_runtimes"
 branch_labels = None
 depends_on = None
 

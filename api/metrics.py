@@ -1,0 +1,199 @@
+"""/metrics in the Prometheus text format, derived from shared state at scrape time.
+
+Nothing is counted in process memory: runs come from the counters kept on the pipelines
+table, steps from `run_steps`, queue depth from the broker, sweeper actions from the
+shared tallies. Every API process therefore answers a scrape with the same numbers, however
+many gunicorn and Celery processes there are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from sqlalchemy import case, func, select
+
+from api.auth import authenticate
+from api.errors import ApiError
+from orchestrator import db, tallies
+from orchestrator import transitions as t
+from orchestrator.auth import ROLES
+from orchestrator.models import Pipeline, RunStep
+
+bp = Blueprint("metrics", __name__)
+
+# Seconds. Agent steps range from an instant (echo) to an hour (the longest timeout).
+DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+@bp.get("/metrics")
+def metrics():
+    settings = current_app.config["SETTINGS"]
+    if settings.metrics_auth != "none":
+        identity = authenticate()
+        if not identity.can(settings.metrics_auth):
+            raise ApiError(
+                403, f"/metrics needs the {settings.metrics_auth} role; your key has {identity.role}"
+            )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateCollector(current_app.config["PROFILES"],
+                                     current_app.extensions["celery"], settings))
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def check_metrics_auth(value: str) -> None:
+    if value != "none" and value not in ROLES:
+        raise ValueError(f"METRICS_AUTH must be none or one of {', '.join(ROLES)}, got {value!r}")
+
+
+class StateCollector:
+    """Reads the database, the broker and the tallies once per scrape."""
+
+    def __init__(self, profiles, celery, settings):
+        self.profiles = profiles
+        self.celery = celery
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        with db.session() as s:
+            pipelines = s.execute(select(
+                Pipeline.id, Pipeline.name, Pipeline.runs_total, Pipeline.runs_completed,
+                Pipeline.runs_failed, Pipeline.runs_running,
+            ).order_by(Pipeline.id)).all()
+            running = s.execute(
+                select(RunStep.agent, func.count())
+                .where(RunStep.status == t.RUNNING)
+                .group_by(RunStep.agent)
+            ).all()
+            durations = s.execute(_duration_query()).all()
+        yield from self._runs(pipelines)
+        yield self._running_steps(running)
+        yield self._durations(durations)
+        yield from self._queues()
+        yield from self._sweeps()
+        yield GaugeMetricFamily(
+            "orchestrator_metrics_scrape_seconds", "Time spent gathering these metrics.",
+            value=time.perf_counter() - started)
+
+    def _runtime(self, agent: str) -> str:
+        profile = self.profiles.get(agent)
+        return profile.runtime if profile else "unknown"
+
+    def _runs(self, pipelines) -> Iterator[Metric]:
+        labels = ["pipeline", "pipeline_id"]
+        started = CounterMetricFamily(
+            "orchestrator_runs_started", "Runs started, by pipeline.", labels=labels)
+        finished = CounterMetricFamily(
+            "orchestrator_runs_finished", "Runs that ended, by pipeline and final status.",
+            labels=[*labels, "status"])
+        active = GaugeMetricFamily(
+            "orchestrator_runs_active", "Runs not yet finished (pending or running).",
+            labels=labels)
+        for pid, name, total, completed, failed, unfinished in pipelines:
+            key = [name, str(pid)]
+            started.add_metric(key, total)
+            finished.add_metric([*key, t.COMPLETED], completed)
+            finished.add_metric([*key, t.FAILED], failed)
+            # The pipelines table keeps no cancelled counter: it is what is left.
+            finished.add_metric([*key, t.CANCELLED], max(0, total - completed - failed - unfinished))
+            active.add_metric(key, unfinished)
+        yield from (started, finished, active)
+
+    def _running_steps(self, rows) -> Metric:
+        gauge = GaugeMetricFamily(
+            "orchestrator_steps_running", "Steps running now, by agent profile and runtime.",
+            labels=["agent", "runtime"])
+        for agent, n in rows:
+            gauge.add_metric([agent, self._runtime(agent)], n)
+        return gauge
+
+    def _durations(self, rows) -> Metric:
+        hist = HistogramMetricFamily(
+            "orchestrator_step_duration_seconds",
+            "Duration of finished steps (their last attempt), by template, runtime and status.",
+            labels=["template", "runtime", "status"])
+        merged: dict[tuple[str, str, str], list[float]] = {}
+        for name, agent, status, count, total, *cumulative in rows:
+            key = (name, self._runtime(agent), status)
+            acc = merged.setdefault(key, [0.0] * (len(cumulative) + 2))
+            for i, value in enumerate([count, total or 0.0, *cumulative]):
+                acc[i] += float(value or 0)
+        for key, (count, total, *cumulative) in sorted(merged.items()):
+            buckets = [(_le(b), c) for b, c in zip(DURATION_BUCKETS, cumulative, strict=True)]
+            buckets.append(("+Inf", count))
+            hist.add_metric(list(key), buckets, sum_value=total)
+        return hist
+
+    def _sweeps(self) -> Iterator[Metric]:
+        try:
+            counts = tallies.read_sweep(self.settings)
+        except Exception:  # the broker is away: orchestrator_broker_up already says so
+            return
+        sweeps = CounterMetricFamily(
+            "orchestrator_sweeper_actions", "Steps the sweeper resolved or resent, by action.",
+            labels=["action"])
+        for action, n in counts.items():
+            sweeps.add_metric([action], n)
+        yield sweeps
+
+    def _queues(self) -> Iterator[Metric]:
+        from worker.app import control_queue
+
+        depth = GaugeMetricFamily(
+            "orchestrator_queue_depth", "Messages waiting in a broker queue.", labels=["queue"])
+        up = GaugeMetricFamily("orchestrator_broker_up", "1 if the broker answered this scrape.")
+        try:
+            with self.celery.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+                for queue in (self.settings.queue, control_queue(self.settings)):
+                    depth.add_metric([queue], _queue_size(conn, queue))
+        except Exception:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield from (depth, up)
+
+
+def _queue_size(conn, queue: str) -> int:
+    from kombu.exceptions import ChannelError
+    from kombu.transport.virtual import Channel as VirtualChannel
+
+    channel = conn.channel()
+    # Redis and the in-process broker only count on a declare (a passive one misreads
+    # prefixed keys, and theirs creates nothing); AMQP brokers must not be redeclared.
+    passive = not isinstance(channel, VirtualChannel)
+    try:
+        return channel.queue_declare(queue=queue, passive=passive).message_count
+    except ChannelError:  # never declared: nothing waits in it
+        return 0
+    finally:
+        try:
+            channel.close()
+        except Exception:
+            pass
+
+
+def _le(bound: float) -> str:
+    return str(float(bound))
+
+
+def _duration_query():
+    duration = RunStep.completed_at - RunStep.started_at
+    cumulative = [func.sum(case((duration <= b, 1), else_=0)) for b in DURATION_BUCKETS]
+    return (
+        select(RunStep.template_name, RunStep.agent, RunStep.status,
+               func.count(), func.sum(duration), *cumulative)
+        .where(RunStep.status.in_((t.COMPLETED, t.FAILED)),
+               RunStep.started_at.is_not(None), RunStep.completed_at.is_not(None))
+        .group_by(RunStep.template_name, RunStep.agent, RunStep.status)
+    )

@@ -1,0 +1,118 @@
+"""Following a run in the terminal: a live step list on a TTY, one line per change elsewhere.
+
+On a terminal the block (a header and one line per step: symbol or spinner, name, status,
+elapsed time) is redrawn in place; in a pipe or a CI log each step's change of status is
+printed once, so the output reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TextIO
+
+import click
+
+from cli.http import ApiFailure, Client
+
+TERMINAL = ("completed", "failed", "cancelled")
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+SYMBOLS = {"completed": "✓", "failed": "✗", "skipped": "↷", "pending": "·", "cancelled": "✗"}
+COLOURS = {"completed": "green", "failed": "red", "running": "yellow", "skipped": "bright_black",
+           "pending": "bright_black", "cancelled": "red"}
+
+
+def elapsed(started: int | None, finished: int | None, now: float) -> str:
+    if started is None:
+        return ""
+    seconds = max(0, int((finished if finished is not None else now) - started))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def header(run: dict[str, Any], now: float) -> str:
+    steps = run["steps_snapshot"]
+    where = f"step {min(run['current_step'] + 1, len(steps))}/{len(steps)}"
+    took = elapsed(run.get("started_at") or run.get("created_at"), run.get("completed_at"), now)
+    return f"Run #{run['id']}  {run['pipeline_name']}  {run['status']}  {where}  {took}".rstrip()
+
+
+def step_lines(run: dict[str, Any], now: float, frame: int, colour: bool) -> list[str]:
+    steps = run["steps_snapshot"]
+    width = max((len(s["template_name"]) for s in steps), default=0)
+    lines = []
+    for step in steps:
+        status = step["status"]
+        mark = SPINNER[frame % len(SPINNER)] if status == "running" else SYMBOLS.get(status, "?")
+        took = elapsed(step.get("started_at"), step.get("completed_at"), now)
+        text = f"{step['step_index'] + 1:>2} {step['template_name']:<{width}}  {status:<9} {took}"
+        if step.get("error") and status == "failed":
+            text += f"  {step['error'].splitlines()[0][:80]}"
+        line = f"  {mark} {text.rstrip()}"
+        lines.append(click.style(line, fg=COLOURS.get(status)) if colour else line)
+    return lines
+
+
+class Follower:
+    def __init__(self, client: Client, out: TextIO, tty: bool, interval: float = 0.5):
+        self.client = client
+        self.out = out
+        self.tty = tty
+        self.interval = interval
+        self._drawn = 0
+        self._seen: dict[int, str] = {}
+
+    def follow(self, run: dict[str, Any]) -> dict[str, Any]:
+        """Show the run until it ends; returns its final state."""
+        frame = 0
+        next_poll = time.monotonic() + self.interval
+        failures = 0
+        if self.tty:
+            self.out.write("\x1b[?25l")  # hide the cursor while redrawing
+        try:
+            while True:
+                self._show(run, frame)
+                if run["status"] in TERMINAL:
+                    return run
+                time.sleep(0.1 if self.tty else self.interval)
+                frame += 1
+                if time.monotonic() < next_poll:
+                    continue
+                next_poll = time.monotonic() + self.interval
+                try:
+                    run = self.client.run(run["id"])
+                    failures = 0
+                except ApiFailure as exc:
+                    # A restart of the API or a blip of the network is not the run's end.
+                    if 0 < exc.status < 500 or failures >= 20:
+                        raise
+                    failures += 1
+        finally:
+            if self.tty:
+                self.out.write("\x1b[?25h")
+                self.out.flush()
+
+    def _show(self, run: dict[str, Any], frame: int) -> None:
+        now = time.time()
+        if self.tty:
+            lines = [header(run, now), *step_lines(run, now, frame, colour=True)]
+            if self._drawn:
+                self.out.write(f"\x1b[{self._drawn}F")  # back to the block's first line
+            self.out.write("".join(f"\x1b[2K{line}\n" for line in lines))
+            self._drawn = len(lines)
+        else:
+            if not self._seen:
+                self.out.write(header(run, now) + "\n")
+            for step, line in zip(run["steps_snapshot"], step_lines(run, now, 0, False),
+                                  strict=True):
+                if self._seen.get(step["step_index"]) != step["status"]:
+                    self._seen[step["step_index"]] = step["status"]
+                    if step["status"] != "pending":
+                        self.out.write(line.replace(SPINNER[0], "▸", 1) + "\n")
+            if run["status"] in TERMINAL:
+                self.out.write(header(run, now) + "\n")
+        self.out.flush()
