@@ -83,9 +83,17 @@ def start_run(
         .where(PipelineStep.pipeline_id == pipeline_id)
         .order_by(PipelineStep.position)
     ).all()
+    # Lock the templates in id order: two starts of pipelines sharing templates would
+    # otherwise lock them in different orders and deadlock each other.
+    in_order = (
+        select(WorkflowTemplate.id)
+        .where(WorkflowTemplate.id.in_({tpl.id for _, _, tpl in rows}))
+        .order_by(WorkflowTemplate.id)
+        .with_for_update()
+    )
     s.execute(
         update(WorkflowTemplate)
-        .where(WorkflowTemplate.id.in_({tpl.id for _, _, tpl in rows}))
+        .where(WorkflowTemplate.id.in_(in_order))
         .values(use_count=WorkflowTemplate.use_count + 1, last_used_at=ts)
         .execution_options(synchronize_session=False)
     )
