@@ -38,6 +38,8 @@ class Transition:
     run: PipelineRun
     steps: list[RunStep]
     effects: list[Effect] = field(default_factory=list)
+    # The next step, claimed in the same transaction by the worker that resolved this one.
+    claimed_next: Transition | None = None
 
     @property
     def accepted(self) -> bool:
@@ -60,48 +62,24 @@ def start_run(
 ) -> Transition:
     """Create a run from the pipeline as it is now, and plan its first step.
 
-    Seven round trips: count the use (and find the pipeline), read its steps and
-    templates, count the templates' use, insert the run, its steps and its event.
+    The pipeline's and templates' counters are written last: concurrent starts of one
+    pipeline queue on those rows' locks, which are then held only until the commit.
     """
     ts = now()
-    name = s.scalar(
-        update(Pipeline)
-        .where(Pipeline.id == pipeline_id)
-        .values(
-            use_count=Pipeline.use_count + 1,
-            last_used_at=ts,
-            runs_total=Pipeline.runs_total + 1,
-            runs_running=Pipeline.runs_running + 1,
-        )
-        .returning(Pipeline.name)
-    )
-    if name is None:
-        raise NotFound(f"pipeline {pipeline_id} not found")
     rows = s.execute(
-        select(PipelineStep.on_failure, PipelineStep.run_if, WorkflowTemplate)
+        select(Pipeline.name, PipelineStep.on_failure, PipelineStep.run_if, WorkflowTemplate)
+        .join(PipelineStep, PipelineStep.pipeline_id == Pipeline.id)
         .join(WorkflowTemplate, WorkflowTemplate.id == PipelineStep.template_id)
-        .where(PipelineStep.pipeline_id == pipeline_id)
+        .where(Pipeline.id == pipeline_id)
         .order_by(PipelineStep.position)
     ).all()
-    # Lock the templates in id order: two starts of pipelines sharing templates would
-    # otherwise lock them in different orders and deadlock each other.
-    in_order = (
-        select(WorkflowTemplate.id)
-        .where(WorkflowTemplate.id.in_({tpl.id for _, _, tpl in rows}))
-        .order_by(WorkflowTemplate.id)
-        .with_for_update()
-    )
-    s.execute(
-        update(WorkflowTemplate)
-        .where(WorkflowTemplate.id.in_(in_order))
-        .values(use_count=WorkflowTemplate.use_count + 1, last_used_at=ts)
-        .execution_options(synchronize_session=False)
-    )
-    steps = [_snapshot(i, *row) for i, row in enumerate(rows)]
+    if not rows:
+        raise NotFound(f"pipeline {pipeline_id} not found")
+    steps = [_snapshot(i, *row[1:]) for i, row in enumerate(rows)]
     decision = t.plan_start([_step_state(st) for st in steps])
     run = PipelineRun(
         pipeline_id=pipeline_id,
-        pipeline_name=name,
+        pipeline_name=rows[0].name,
         status=t.PENDING,
         current_step=0,
         inputs=inputs or {},
@@ -114,7 +92,34 @@ def start_run(
     s.add(run)
     s.flush()
     s.add(_event(run, None, "run.created", {"status": t.PENDING}, ts))
-    return _apply(s, run, steps, decision, ts)
+    transition = _apply(s, run, steps, decision, ts)
+    # Lock the templates in id order (an IN list does not fix the order): two starts of
+    # pipelines sharing templates would otherwise deadlock each other.
+    in_order = (
+        select(WorkflowTemplate.id)
+        .where(WorkflowTemplate.id.in_({st.template_id for st in steps}))
+        .order_by(WorkflowTemplate.id)
+        .with_for_update()
+    )
+    s.execute(
+        update(WorkflowTemplate)
+        .where(WorkflowTemplate.id.in_(in_order))
+        .values(use_count=WorkflowTemplate.use_count + 1, last_used_at=ts)
+        .execution_options(synchronize_session=False)
+    )
+    counted = s.execute(
+        update(Pipeline)
+        .where(Pipeline.id == pipeline_id)
+        .values(
+            use_count=Pipeline.use_count + 1,
+            last_used_at=ts,
+            runs_total=Pipeline.runs_total + 1,
+            runs_running=Pipeline.runs_running + 1,
+        )
+    )
+    if counted.rowcount != 1:  # deleted since we read it: nothing of this run is kept
+        raise NotFound(f"pipeline {pipeline_id} not found")
+    return transition
 
 
 def _snapshot(index: int, on_failure: str, run_if: str, tpl: WorkflowTemplate) -> RunStep:
@@ -147,9 +152,30 @@ def claim_step(
 
 
 def resolve_step(
-    s: Session, run_id: int, proposal: t.Resolve, result: StepResult | None = None
+    s: Session,
+    run_id: int,
+    proposal: t.Resolve,
+    result: StepResult | None = None,
+    *,
+    continue_as: str | None = None,
+    lease_seconds: float = 0.0,
 ) -> Transition:
-    return _transition(s, run_id, proposal, result=result or StepResult())
+    """Resolve the current step. With `continue_as` (a worker's id), a next step that is
+    due at once is claimed for that worker in the same transaction, and its message is
+    not sent: the worker runs it next, one transaction and no broker hop later."""
+    tr = _transition(s, run_id, proposal, result=result or StepResult())
+    if continue_as is None or not tr.accepted:
+        return tr
+    due = [e for e in tr.effects if isinstance(e, RunStepMessage) and not e.delay]
+    if len(due) != 1:
+        return tr
+    state = t.RunState(tr.run.status, tr.run.current_step, [_step_state(st) for st in tr.steps])
+    decision = t.decide(state, t.Claim(due[0].step_index, due[0].attempt))
+    if decision.accepted:
+        tr.claimed_next = _apply(s, tr.run, tr.steps, decision, now(), worker=continue_as,
+                                 lease_seconds=lease_seconds)
+        tr.effects.remove(due[0])
+    return tr
 
 
 def cancel_run(s: Session, run_id: int) -> Transition:
@@ -315,10 +341,13 @@ def _apply(
         effects.append(RunStepMessage(run.id, msg.step_index, msg.attempt, msg.delay))
     if d.current_step is not None:
         run.current_step = d.current_step
+    finished = False
     if d.run_status is not None and d.run_status != run.status:
-        _write_run(s, run, d.run_status, ts)
+        finished = _write_run(run, d.run_status, ts)
         events.append(_event(run, None, f"run.{run.status}", _run_data(run), ts))
     s.add_all(events)
+    if finished:
+        _count_finished(s, run)  # last: the pipeline row is hot, hold its lock briefly
     return Transition(d, run, steps, effects)
 
 
@@ -362,22 +391,28 @@ def _write_step(
     step.completed_at = ts
 
 
-def _write_run(s: Session, run: PipelineRun, status: str, ts: float) -> None:
+def _write_run(run: PipelineRun, status: str, ts: float) -> bool:
+    """Set the run's status and times; True if the run has just finished."""
     run.status = status
     if status == t.RUNNING and run.started_at is None:
         run.started_at = ts
     if status in t.RUN_TERMINAL:
         run.completed_at = ts
-        counter = {
-            t.COMPLETED: {"runs_completed": Pipeline.runs_completed + 1},
-            t.FAILED: {"runs_failed": Pipeline.runs_failed + 1},
-            t.CANCELLED: {},
-        }[status]
-        s.execute(
-            update(Pipeline)
-            .where(Pipeline.id == run.pipeline_id)
-            .values(runs_running=Pipeline.runs_running - 1, **counter)
-        )
+        return True
+    return False
+
+
+def _count_finished(s: Session, run: PipelineRun) -> None:
+    counter = {
+        t.COMPLETED: {"runs_completed": Pipeline.runs_completed + 1},
+        t.FAILED: {"runs_failed": Pipeline.runs_failed + 1},
+        t.CANCELLED: {},
+    }[run.status]
+    s.execute(
+        update(Pipeline)
+        .where(Pipeline.id == run.pipeline_id)
+        .values(runs_running=Pipeline.runs_running - 1, **counter)
+    )
 
 
 def _step_data(step: RunStep) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 
+import pytest
 from sqlalchemy import func, select
 
 from orchestrator import db, runs
@@ -179,3 +180,37 @@ def test_cancel_racing_advances_ends_consistent(settings):
                    "cancelled" and r.decision.run_status == "cancelled" for r in results) == 1
         assert all(st.status in ("completed", "skipped") for st in steps)
         assert pipeline.runs_running == 0
+
+
+def test_resolve_can_claim_the_next_step_in_the_same_transaction(session):
+    tr = make_run(session, n=3)
+    rid = tr.run.id
+    runs.claim_step(session, rid, 0, 1, "w1", 30)
+    done = runs.resolve_step(session, rid, t.Resolve(True, 0, 1, allow_pending=False),
+                             continue_as="w1", lease_seconds=30)
+    assert done.effects == []  # no message: w1 runs step 1 itself
+    nxt = done.claimed_next
+    assert nxt is not None and nxt.decision.subject == 1
+    assert [(s.status, s.worker) for s in nxt.steps] == [
+        ("completed", None), ("running", "w1"), ("pending", None)]
+    assert nxt.steps[1].started_at == pytest.approx(nxt.steps[0].completed_at, abs=0.1)
+    # the claim is an ordinary one: a message for step 1 arriving now is refused
+    assert not runs.claim_step(session, rid, 1, 1, "w2", 30).accepted
+    kinds = session.scalars(select(RunEvent.type).where(RunEvent.run_id == rid)
+                            .order_by(RunEvent.id)).all()
+    assert kinds == ["run.created", "step.running", "run.running", "step.completed",
+                     "step.running"]
+
+
+def test_a_failed_or_last_step_claims_nothing(session):
+    tr = make_run(session, n=2)
+    rid = tr.run.id
+    runs.claim_step(session, rid, 0, 1, "w1", 30)
+    runs.resolve_step(session, rid, t.Resolve(True, 0, 1), continue_as="w1", lease_seconds=30)
+    end = runs.resolve_step(session, rid, t.Resolve(True, 1, 1), continue_as="w1",
+                            lease_seconds=30)
+    assert end.claimed_next is None and end.run.status == "completed"
+    tr = make_run(session, n=2)
+    runs.claim_step(session, tr.run.id, 0, 1, "w1", 30)
+    failed = runs.resolve_step(session, tr.run.id, t.Resolve(False, 0, 1), continue_as="w1")
+    assert failed.claimed_next is None and failed.run.status == "failed"
