@@ -81,6 +81,11 @@ class Processes:
                 peak = max(peak, int(match.group(1)))
         return peak / 1024
 
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             try:
@@ -126,6 +131,7 @@ class Bench:
             "FLOOR_PG_URL": self.pg_url,
             "FLOOR_REDIS_URL": REDIS_URL,
             "LOG_LEVEL": "WARNING",
+            "RATE_LIMIT": "off",
             "PYTHONPATH": str(ROOT),
         }
         # This process sends floor messages: give it the same broker settings.
@@ -139,8 +145,7 @@ class Bench:
         py = sys.executable
         self.procs.start("api", [py, "-m", "cli", "api", "--host", "127.0.0.1",
                                  "--port", str(self.port), "--workers", "2"])
-        self.procs.start("worker", [py, "-m", "cli", "worker", "--concurrency", "2",
-                                    "-P", "prefork", "--loglevel", "WARNING"])
+        self.start_worker(chain_steps=20)
         self.procs.start("floor", [py, "-m", "celery", "-A", "bench.floor", "worker",
                                    "--concurrency", "2", "-P", "prefork", "-Q", "bench.floor",
                                    "--loglevel", "WARNING"])
@@ -158,6 +163,15 @@ class Bench:
         for key in self.redis.scan_iter(f"{self.prefix}*"):
             self.redis.delete(key)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def start_worker(self, chain_steps: int) -> None:
+        """(Re)start the orchestrator's worker: 2 prefork processes, as the floor's."""
+        if "worker" in self.procs:
+            self.procs.stop("worker")
+        self.procs.env = {**self.procs.env, "CHAIN_STEPS": str(chain_steps)}
+        self.procs.start("worker", [sys.executable, "-m", "cli", "worker", "--concurrency",
+                                    "2", "-P", "prefork", "--loglevel", "WARNING"])
+        time.sleep(2)  # connected and ready
 
     def _wait_http(self) -> None:
         deadline = time.monotonic() + 30
@@ -233,7 +247,7 @@ class Bench:
             "ORDER BY step_index", (run_id,)).fetchall()
         return created, rows
 
-    def measure_handoff(self) -> None:
+    def measure_handoff(self, label: str = "handoff") -> None:
         steps, repeats = (10, 2) if self.smoke else (50, 5)
         pipeline = self.pipeline(steps)
         handoffs: list[float] = []
@@ -250,7 +264,7 @@ class Bench:
             p50s.append(statistics.median(these) * 1000)
             first.append((rows[0][0] - created) * 1000)
             per_step.append((rows[-1][1] - rows[0][0]) / len(rows) * 1000)
-        self.results["handoff"] = {
+        self.results[label] = {
             "steps": steps,
             "p50_ms": summary(p50s),
             "p99_ms": pct(handoffs, 99) * 1000,
@@ -258,7 +272,7 @@ class Bench:
             "per_step_ms": summary(per_step),
         }
 
-    def measure_throughput(self) -> None:
+    def measure_throughput(self, label: str = "throughput") -> None:
         runs, steps = (20, 5) if self.smoke else (200, 10)
         pipeline = self.pipeline(steps)
         rates = []
@@ -272,7 +286,7 @@ class Bench:
             end = self.conn.execute("SELECT max(completed_at) FROM pipeline_runs WHERE id = ANY(%s)",
                                     (ids,)).fetchone()[0]
             rates.append(runs * steps / (end - start))
-        self.results["throughput"] = {"runs": runs, "steps": steps,
+        self.results[label] = {"runs": runs, "steps": steps,
                                       "steps_per_s": summary(rates)}
 
     def wrk(self, path: str, seconds: int, body: str | None = None,
@@ -425,6 +439,11 @@ def ratios(r: dict) -> dict[str, float]:
         / r["floor"]["tx_rate_per_s"]["median"],
         "throughput_over_concurrent_floor": r["throughput"]["steps_per_s"]["median"]
         / r["floor"]["tx_concurrent_rate_per_s"]["median"],
+        "unchained_handoff_p50_over_floor_tx_hop": r["handoff_unchained"]["p50_ms"]["median"]
+        / floor_tx,
+        "unchained_throughput_over_floor_tx_rate":
+            r["throughput_unchained"]["steps_per_s"]["median"]
+            / r["floor"]["tx_rate_per_s"]["median"],
         "naive_over_list_pipelines": r["scale"]["naive_count_query"]["p50_ms"]
         / r["scale"]["list_pipelines"]["p50_ms"],
     }
@@ -433,9 +452,13 @@ def ratios(r: dict) -> dict[str, float]:
 
 TARGETS = [
     ("handoff p50 / floor tx hop", lambda r: r["ratios"]["handoff_p50_over_floor_tx_hop"], "<=", 1.5),
+    ("  same, every step through the broker",
+     lambda r: r["ratios"]["unchained_handoff_p50_over_floor_tx_hop"], "<=", 1.5),
     ("start to first spawn p50 (ms)",
      lambda r: r["handoff"]["start_to_first_spawn_ms"]["median"], "<=", 10),
     ("throughput / floor tx rate", lambda r: r["ratios"]["throughput_over_floor_tx_rate"], ">=", 0.7),
+    ("  same, every step through the broker",
+     lambda r: r["ratios"]["unchained_throughput_over_floor_tx_rate"], ">=", 0.7),
     ("GET /api/pipelines p50 at scale (ms)",
      lambda r: r["scale"]["list_pipelines"]["p50_ms"], "<=", 20),
     ("naive count / GET /api/pipelines", lambda r: r["ratios"]["naive_over_list_pipelines"],
@@ -453,6 +476,7 @@ TARGETS = [
 
 def table(r: dict) -> str:
     f, h, t = r["floor"], r["handoff"], r["throughput"]
+    hu, tu = r["handoff_unchained"], r["throughput_unchained"]
     lines = [
         f"{'measure':52} {'median':>10} {'min':>9} {'max':>9}",
         _row("floor: Celery no-op hop (ms)", f["noop_hop_ms"]),
@@ -464,6 +488,12 @@ def table(r: dict) -> str:
         _row("start to first spawn (ms)", h["start_to_first_spawn_ms"]),
         _row("whole step, claim to resolve to next (ms)", h["per_step_ms"]),
         _row(f"throughput, {t['runs']} runs x {t['steps']} steps (steps/s)", t["steps_per_s"]),
+        "-- the same with CHAIN_STEPS=0: every step through the broker",
+        _row("  handoff p50 (ms)", hu["p50_ms"]),
+        f"{'  handoff p99 (ms)':52} {hu['p99_ms']:>10.2f}",
+        _row("  start to first spawn (ms)", hu["start_to_first_spawn_ms"]),
+        _row("  whole step (ms)", hu["per_step_ms"]),
+        _row("  throughput (steps/s)", tu["steps_per_s"]),
     ]
     if "skipped" not in r["api"]:
         lines.append("-- API, 32 clients: p50 / p99 (ms), req/s")
@@ -499,6 +529,10 @@ def main() -> None:
         bench.measure_floor()
         bench.measure_handoff()
         bench.measure_throughput()
+        bench.start_worker(chain_steps=0)  # every step through the broker
+        bench.measure_handoff("handoff_unchained")
+        bench.measure_throughput("throughput_unchained")
+        bench.start_worker(chain_steps=20)
         bench.measure_api()
         bench.measure_memory()
         bench.measure_scale()

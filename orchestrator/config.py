@@ -58,6 +58,9 @@ class Settings:
     # renews its lease.
     poll_seconds: float = 0.25
     sweep_seconds: float = 5.0
+    # Steps a worker runs back to back from one message, claiming each next step in the
+    # transaction that resolves the last; 0 sends every step through the broker.
+    chain_steps: int = 20
     # A pending current step whose message was sent longer ago than this is sent again.
     requeue_after_seconds: float = 60.0
     output_max_chars: int = 65536
@@ -99,6 +102,7 @@ class Settings:
             lease_seconds=_float(env, "STEP_LEASE_SECONDS", 30.0),
             poll_seconds=_float(env, "STEP_POLL_SECONDS", 0.25),
             sweep_seconds=_float(env, "SWEEP_SECONDS", 5.0),
+            chain_steps=_int(env, "CHAIN_STEPS", 20),
             requeue_after_seconds=_float(env, "REQUEUE_AFTER_SECONDS", 60.0),
             output_max_chars=_int(env, "OUTPUT_MAX_CHARS", 65536),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),

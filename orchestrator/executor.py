@@ -92,7 +92,12 @@ class Executor:
     # -- one step -------------------------------------------------------------------
 
     def run_step(self, run_id: int, step_index: int, attempt: int) -> str:
-        """Run one delivery of a step message; returns what happened, for logs and tests."""
+        """Run one delivery of a step message; returns what happened, for logs and tests.
+
+        When the step ends and the next one is due at once, this worker claims it in the
+        same transaction and runs it too, up to CHAIN_STEPS steps per message; then the
+        next step goes through the broker, so other runs get their turn.
+        """
         tr = self._retrying("claim a step", lambda s: runs.claim_step(
             s, run_id, step_index, attempt, self.worker_id, self.settings.lease_seconds))
         if not tr.accepted:
@@ -101,7 +106,21 @@ class Executor:
             log.info("step message ignored: %s", tr.decision.reason,
                      extra={"run_id": run_id, "step_index": step_index})
             return "ignored"
+        for chained in range(self.settings.chain_steps + 1):
+            what, tr = self._run_claimed(tr, go_on=chained < self.settings.chain_steps)
+            if tr is None:
+                return what
+        return what
+
+    def _run_claimed(
+        self, tr: runs.Transition, go_on: bool
+    ) -> tuple[str, runs.Transition | None]:
+        """Run the attempt `tr` claimed. Returns what happened and, if this worker goes on
+        with the next step, that step's claim."""
+        run_id, step_index = tr.run.id, tr.decision.subject
         step = tr.steps[step_index]
+        attempt = step.attempt
+        logs.clear()
         logs.bind(run_id=run_id, step_index=step_index, pipeline=tr.run.pipeline_name)
         try:
             runtime = self._runtime(step.agent)
@@ -110,12 +129,12 @@ class Executor:
                 request = self._arm_callback(request)
             session = runtime.spawn(request)
         except (SpawnError, PromptError) as exc:
-            self._finish(run_id, step_index, attempt, Outcome(False, error=str(exc)))
-            return "spawn-failed"
+            outcome = Outcome(False, error=str(exc))
+            return "spawn-failed", self._finish(run_id, step_index, attempt, outcome, go_on=go_on)
         logs.bind(spawn_id=session.spawn_id)
         if session.outcome is not None:
-            self._finish(run_id, step_index, attempt, session.outcome, session.spawn_id)
-            return "finished"
+            return "finished", self._finish(run_id, step_index, attempt, session.outcome,
+                                            session.spawn_id, go_on=go_on)
         try:
             recorded = self._retrying("record a spawn_id", lambda s: runs.record_spawn(
                 s, run_id, step_index, attempt, session.spawn_id, runtime.holds_worker))
@@ -124,14 +143,14 @@ class Executor:
             raise
         if not recorded:
             runtime.terminate(session)
-            return "superseded"
+            return "superseded", None
         if not runtime.holds_worker:
-            return "waiting"
+            return "waiting", None
         outcome = self._wait(runtime, session, run_id, step_index, attempt, step)
         if outcome is None:
-            return "superseded"
-        self._finish(run_id, step_index, attempt, outcome, session.spawn_id)
-        return "finished"
+            return "superseded", None
+        return "finished", self._finish(run_id, step_index, attempt, outcome, session.spawn_id,
+                                        go_on=go_on)
 
     def _runtime(self, agent: str) -> Runtime:
         profile = self.profiles.get(agent)
@@ -216,7 +235,10 @@ class Executor:
         attempt: int,
         outcome: Outcome,
         spawn_id: str | None = None,
-    ) -> None:
+        go_on: bool = False,
+    ) -> runs.Transition | None:
+        """Record the outcome and send what follows; returns the next step's claim when
+        `go_on` and it was due at once (its message is then not sent)."""
         output, truncated = truncate(outcome.output, self.settings.output_max_chars)
         result = runs.StepResult(
             error=None if outcome.success else (outcome.error or "failed"),
@@ -226,14 +248,19 @@ class Executor:
             spawn_id=spawn_id,
         )
         proposal = t.Resolve(outcome.success, step_index, attempt, allow_pending=False)
-        tr = self._retrying("record a step's result",
-                            lambda s: runs.resolve_step(s, run_id, proposal, result))
+        worker = self.worker_id if go_on else None
+        tr = self._retrying("record a step's result", lambda s: runs.resolve_step(
+            s, run_id, proposal, result, continue_as=worker,
+            lease_seconds=self.settings.lease_seconds))
         if not tr.accepted:
             log.info("step result ignored: %s", tr.decision.reason,
                      extra={"run_id": run_id, "step_index": step_index})
-            return
+            return None
+        status = tr.steps[step_index].status
+        log.info("step %s %s", step_index, "retrying" if status == t.PENDING else status)
         # The session that produced this outcome has ended: nothing to cancel.
         self.dispatcher.dispatch([e for e in tr.effects if not isinstance(e, CancelSession)])
+        return tr.claimed_next
 
     def _retrying(self, what: str, work):
         """Run `work(session)` in a transaction, retrying while the database is

@@ -214,7 +214,8 @@ def test_invariant_checker_catches_what_it_should(fresh_db, settings):
         with db.session() as s:
             pipeline = make_pipeline(s, n=2)
             rid = runs.start_run(s, pipeline.id, "tests").run.id
-        executor = Executor(Settings(database_url=fresh_db), load_profiles(None), Recorder())
+        executor = Executor(Settings(database_url=fresh_db, chain_steps=0),
+                            load_profiles(None), Recorder())
         for index in (0, 1):
             assert executor.run_step(rid, index, 1) == "finished"
     finally:

@@ -1,0 +1,55 @@
+"""The executor in this process, on PostgreSQL, with a dispatcher that only records."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from orchestrator import db, runs
+from orchestrator.effects import Recorder, RunStepMessage
+from orchestrator.executor import Executor
+from orchestrator.profiles import load_profiles
+from tests.factories import make_run
+
+
+def executor(settings, chain_steps: int) -> tuple[Executor, Recorder]:
+    recorder = Recorder()
+    tuned = dataclasses.replace(settings, chain_steps=chain_steps)
+    return Executor(tuned, load_profiles(settings.agents_file), recorder, "test:1"), recorder
+
+
+def new_run(steps: int) -> int:
+    with db.session() as s:
+        return make_run(s, n=steps).run.id
+
+
+def test_a_worker_runs_the_next_due_steps_itself(settings):
+    ex, sent = executor(settings, chain_steps=20)
+    rid = new_run(5)
+    assert ex.run_step(rid, 0, 1) == "finished"
+    with db.session() as s:
+        run, steps = runs.load_run(s, rid)
+    assert run.status == "completed"
+    assert [st.status for st in steps] == ["completed"] * 5
+    assert len({st.spawn_id for st in steps}) == 5
+    assert not [e for e in sent.effects if isinstance(e, RunStepMessage)]
+
+
+def test_the_chain_is_bounded_and_then_goes_through_the_broker(settings):
+    ex, sent = executor(settings, chain_steps=2)
+    rid = new_run(5)
+    ex.run_step(rid, 0, 1)
+    assert sent.effects == [RunStepMessage(rid, 3, 1)]
+    with db.session() as s:
+        _, steps = runs.load_run(s, rid)
+    assert [st.status for st in steps] == ["completed"] * 3 + ["pending"] * 2
+    ex.run_step(rid, 3, 1)
+    with db.session() as s:
+        run, _ = runs.load_run(s, rid)
+    assert run.status == "completed"
+
+
+def test_without_chaining_every_step_is_a_message(settings):
+    ex, sent = executor(settings, chain_steps=0)
+    rid = new_run(3)
+    ex.run_step(rid, 0, 1)
+    assert sent.effects == [RunStepMessage(rid, 1, 1)]
