@@ -117,6 +117,9 @@ def api(host: str, port: int, workers: int) -> None:
         "--access-logfile", "-", "--graceful-timeout", "10",
         # threads, so that open event streams do not each hold a whole worker
         "--worker-class", "gthread", "--threads", "16",
+        # longer than clients and proxies keep idle connections, so that gunicorn never
+        # closes one just as a client reuses it
+        "--keep-alive", "75",
         "--logger-class", "api.gunicorn_logger.Logger",
     ])
 
