@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator import transitions as t
@@ -91,7 +91,7 @@ def start_run(
     run.steps = steps
     s.add(run)
     s.flush()
-    s.add(_event(run, None, "run.created", {"status": t.PENDING}, ts))
+    _insert_events(s, [_event(run, None, "run.created", {"status": t.PENDING}, ts)])
     transition = _apply(s, run, steps, decision, ts)
     # Lock the templates in id order (an IN list does not fix the order): two starts of
     # pipelines sharing templates would otherwise deadlock each other.
@@ -321,7 +321,7 @@ def _apply(
     lease_seconds: float = 0.0,
 ) -> Transition:
     effects: list[Effect] = []
-    events: list[RunEvent] = []
+    events: list[dict[str, Any]] = []
     for index in d.terminate:
         step = steps[index]
         if step.spawn_id:
@@ -345,7 +345,7 @@ def _apply(
     if d.run_status is not None and d.run_status != run.status:
         finished = _write_run(run, d.run_status, ts)
         events.append(_event(run, None, f"run.{run.status}", _run_data(run), ts))
-    s.add_all(events)
+    _insert_events(s, events)
     if finished:
         _count_finished(s, run)  # last: the pipeline row is hot, hold its lock briefly
     return Transition(d, run, steps, effects)
@@ -430,12 +430,18 @@ def _run_data(run: PipelineRun) -> dict[str, Any]:
 
 def _event(
     run: PipelineRun, step_index: int | None, kind: str, data: dict[str, Any], ts: float
-) -> RunEvent:
-    return RunEvent(
-        run_id=run.id,
-        pipeline_id=run.pipeline_id,
-        step_index=step_index,
-        type=kind,
-        data=data,
-        created_at=ts,
-    )
+) -> dict[str, Any]:
+    return {
+        "run_id": run.id,
+        "pipeline_id": run.pipeline_id,
+        "step_index": step_index,
+        "type": kind,
+        "data": data,
+        "created_at": ts,
+    }
+
+
+def _insert_events(s: Session, events: list[dict[str, Any]]) -> None:
+    # A plain INSERT: events are never read back in the transaction that writes them.
+    if events:
+        s.execute(insert(RunEvent), events)
