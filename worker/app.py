@@ -42,12 +42,16 @@ def make_celery(settings: Settings) -> Celery:
             "orchestrator.run_step": {"queue": settings.queue},
             "orchestrator.cancel_session": {"queue": control},
             "orchestrator.sweep": {"queue": control},
+            "orchestrator.purge_idempotency_keys": {"queue": control},
         },
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         beat_schedule={
             "sweep": {"task": "orchestrator.sweep", "schedule": settings.sweep_seconds},
+            "purge-idempotency-keys": {
+                "task": "orchestrator.purge_idempotency_keys", "schedule": 3600.0,
+            },
         },
     )
     app.conf.orchestrator_settings = settings

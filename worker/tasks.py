@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from orchestrator import db, idempotency
 from orchestrator.executor import Executor
 from orchestrator.profiles import load_profiles
 from worker.app import celery
@@ -29,3 +30,10 @@ def cancel_session(agent: str, spawn_id: str) -> None:
 @celery.task(name="orchestrator.sweep")
 def sweep() -> dict[str, int]:
     return vars(executor().sweep())
+
+
+@celery.task(name="orchestrator.purge_idempotency_keys")
+def purge_idempotency_keys() -> int:
+    settings = celery.conf.orchestrator_settings
+    with db.session() as s:
+        return idempotency.purge_expired(s, settings.idempotency_ttl_seconds)
