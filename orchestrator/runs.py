@@ -88,11 +88,15 @@ def start_run(
         # written by _apply below too; set now so the INSERT carries it
         step_due_at=ts if decision.enqueue else None,
     )
-    run.steps = steps
     s.add(run)
     s.flush()
     _insert_events(s, [_event(run, None, "run.created", {"status": t.PENDING}, ts)])
+    # The steps stay out of the session while the plan is applied to them, then go in as
+    # one plain INSERT with their final values: no per-object bookkeeping on this path.
+    for step in steps:
+        step.run_id = run.id
     transition = _apply(s, run, steps, decision, ts)
+    s.execute(insert(RunStep), [_columns(step) for step in steps])
     # Lock the templates in id order (an IN list does not fix the order): two starts of
     # pipelines sharing templates would otherwise deadlock each other.
     in_order = (
@@ -120,6 +124,13 @@ def start_run(
     if counted.rowcount != 1:  # deleted since we read it: nothing of this run is kept
         raise NotFound(f"pipeline {pipeline_id} not found")
     return transition
+
+
+_STEP_COLUMNS = [c.key for c in RunStep.__table__.columns if c.key != "id"]
+
+
+def _columns(step: RunStep) -> dict[str, Any]:
+    return {key: getattr(step, key) for key in _STEP_COLUMNS}
 
 
 def _snapshot(index: int, on_failure: str, run_if: str, tpl: WorkflowTemplate) -> RunStep:
