@@ -122,6 +122,13 @@ class Bench:
     # -- set-up ---------------------------------------------------------------------
 
     def __enter__(self) -> Bench:
+        try:
+            return self._set_up()
+        except BaseException:
+            self.__exit__(None, None, None)  # no process or database left behind
+            raise
+
+    def _set_up(self) -> Bench:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{self.dbname}"')
         migrate.upgrade(self.sa_url)
@@ -160,8 +167,10 @@ class Bench:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.procs.stop_all()
-        self.conn.close()
+        if hasattr(self, "procs"):
+            self.procs.stop_all()
+        if hasattr(self, "conn"):
+            self.conn.close()
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
         for key in self.redis.scan_iter(f"{self.prefix}*"):
