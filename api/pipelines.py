@@ -17,7 +17,7 @@ bp = Blueprint("pipelines", __name__, url_prefix="/api/pipelines")
 @require("viewer")
 def list_pipelines():
     with db.session() as s:
-        return {"pipelines": [pipeline_json(p) for p in catalog.list_pipelines(s)]}
+        return {"pipelines": [pipeline_json(p, steps) for p, steps in catalog.list_pipelines(s)]}
 
 
 @bp.post("")

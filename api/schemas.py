@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from api.errors import ApiError
+from orchestrator.catalog import StepView
 from orchestrator.models import Pipeline, PipelineRun, RunStep, WorkflowTemplate
 from orchestrator.transitions import ON_FAILURE, RUN_IF
 
@@ -192,7 +193,11 @@ def template_json(tpl: WorkflowTemplate) -> dict[str, Any]:
     }
 
 
-def pipeline_json(p: Pipeline) -> dict[str, Any]:
+def pipeline_json(p: Pipeline, steps: list[StepView] | None = None) -> dict[str, Any]:
+    """`p` is a Pipeline, or a row of its table with its `steps` given beside it."""
+    if steps is None:
+        steps = [StepView(st.template_id, st.template.name, st.on_failure, st.run_if)
+                 for st in p.steps]
     return {
         "id": p.id,
         "name": p.name,
@@ -200,11 +205,11 @@ def pipeline_json(p: Pipeline) -> dict[str, Any]:
         "steps": [
             {
                 "template_id": st.template_id,
-                "template_name": st.template.name,
+                "template_name": st.template_name,
                 "on_failure": st.on_failure,
                 "run_if": st.run_if,
             }
-            for st in p.steps
+            for st in steps
         ],
         "use_count": p.use_count,
         "last_used_at": epoch(p.last_used_at),

@@ -6,6 +6,7 @@ that templates exist, and that a template no pipeline uses is the only kind dele
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -68,8 +69,27 @@ def delete_template(s: Session, template_id: int) -> None:
     s.flush()
 
 
-def list_pipelines(s: Session) -> list[Pipeline]:
-    return list(s.scalars(select(Pipeline).order_by(Pipeline.id)))
+@dataclass(frozen=True)
+class StepView:
+    template_id: int
+    template_name: str
+    on_failure: str
+    run_if: str
+
+
+def list_pipelines(s: Session) -> list[tuple[Any, list[StepView]]]:
+    """Every pipeline with its steps, as plain rows: two queries, no ORM objects, since a
+    listing of many pipelines spends most of its time building them otherwise."""
+    steps: dict[int, list[StepView]] = {}
+    for row in s.execute(
+        select(PipelineStep.pipeline_id, PipelineStep.template_id, WorkflowTemplate.name,
+               PipelineStep.on_failure, PipelineStep.run_if)
+        .join(WorkflowTemplate, WorkflowTemplate.id == PipelineStep.template_id)
+        .order_by(PipelineStep.pipeline_id, PipelineStep.position)
+    ):
+        steps.setdefault(row[0], []).append(StepView(*row[1:]))
+    pipelines = s.execute(select(Pipeline.__table__).order_by(Pipeline.id))
+    return [(p, steps.get(p.id, [])) for p in pipelines]
 
 
 def get_pipeline(s: Session, pipeline_id: int, lock: bool = False) -> Pipeline:
