@@ -42,12 +42,7 @@ def arm(s: Session, run_id: int, step_index: int, attempt: int, secret: str) -> 
     running (cancelled between claim and spawn)."""
     res = s.execute(
         update(RunStep)
-        .where(
-            RunStep.run_id == run_id,
-            RunStep.step_index == step_index,
-            RunStep.attempt == attempt,
-            RunStep.status == t.RUNNING,
-        )
+        .where(runs.running_attempt(run_id, step_index, attempt))
         .values(callback_secret_hash=secret_hash(run_id, step_index, attempt, secret))
         .returning(RunStep.id)
     )

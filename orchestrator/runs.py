@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import ColumnElement, and_, insert, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator import transitions as t
@@ -193,6 +193,17 @@ def cancel_run(s: Session, run_id: int) -> Transition:
     return _transition(s, run_id, t.Cancel())
 
 
+def running_attempt(run_id: int, step_index: int, attempt: int) -> ColumnElement[bool]:
+    """A step's running attempt. Writes guarded by it change nothing once the attempt has
+    ended (resolved, advanced, cancelled), which is what keeps late writers harmless."""
+    return and_(
+        RunStep.run_id == run_id,
+        RunStep.step_index == step_index,
+        RunStep.attempt == attempt,
+        RunStep.status == t.RUNNING,
+    )
+
+
 def record_spawn(
     s: Session, run_id: int, step_index: int, attempt: int, spawn_id: str | None,
     holds_worker: bool,
@@ -204,12 +215,7 @@ def record_spawn(
         values["lease_expires_at"] = None
     res = s.execute(
         update(RunStep)
-        .where(
-            RunStep.run_id == run_id,
-            RunStep.step_index == step_index,
-            RunStep.attempt == attempt,
-            RunStep.status == t.RUNNING,
-        )
+        .where(running_attempt(run_id, step_index, attempt))
         .values(**values)
         .returning(RunStep.id)
     )
@@ -236,12 +242,7 @@ def renew_lease(
     running, which tells the worker to end the session."""
     res = s.execute(
         update(RunStep)
-        .where(
-            RunStep.run_id == run_id,
-            RunStep.step_index == step_index,
-            RunStep.attempt == attempt,
-            RunStep.status == t.RUNNING,
-        )
+        .where(running_attempt(run_id, step_index, attempt))
         .values(lease_expires_at=now() + lease_seconds)
         .returning(RunStep.id)
     )
@@ -250,12 +251,7 @@ def renew_lease(
 
 def still_running(s: Session, run_id: int, step_index: int, attempt: int) -> bool:
     found = s.scalar(
-        select(RunStep.id).where(
-            RunStep.run_id == run_id,
-            RunStep.step_index == step_index,
-            RunStep.attempt == attempt,
-            RunStep.status == t.RUNNING,
-        )
+        select(RunStep.id).where(running_attempt(run_id, step_index, attempt))
     )
     return found is not None
 

@@ -87,7 +87,7 @@ export async function loadAll() {
   if (!state.agents.length) loadAgents();
 }
 
-async function loadAgents() {
+export async function loadAgents() {
   try {
     state.agents = (await api.agents()).agents || [];
     changed();

@@ -3,7 +3,9 @@
 import { api } from "../api.js";
 import { h, patch, fmtAgo, plural } from "../dom.js";
 import { actionButton, emptyState, inlineError } from "../components.js";
-import { state, canOperate, changed, refreshPipelines, refreshTemplates, setError } from "../store.js";
+import {
+  state, canOperate, changed, loadAgents, refreshPipelines, refreshTemplates, setError,
+} from "../store.js";
 
 const confirming = new Set();
 
@@ -108,7 +110,10 @@ async function remove(t) {
   }
 }
 
-function openForm(t) {
+async function openForm(t) {
+  // The profile list arrives after the first page load: wait for it rather than offer
+  // a form that lists only "default".
+  if (!state.agents.length) await loadAgents();
   const dialog = h("dialog.sheet", { id: "template-form", "aria-labelledby": "template-form-title" });
   const err = h("p.inline-error", { role: "alert", id: "tf-error", hidden: true });
   const field = (label, control, note) =>
