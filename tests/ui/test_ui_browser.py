@@ -21,10 +21,6 @@ def unique(prefix: str) -> str:
     return f"{prefix} {time.monotonic_ns() % 10**7}"
 
 
-def colour(locator) -> str:
-    return locator.evaluate("el => getComputedStyle(el).backgroundColor")
-
-
 def create_template_in_form(page, name: str, agent: str, prompt: str) -> None:
     page.click("#new-template")
     form = page.locator("#template-form")
@@ -90,8 +86,8 @@ def test_build_a_pipeline_in_the_forms_and_watch_it_run(open_page, keys, api):
     run_id = int(active.get_attribute("data-run-id"))
     first = active.locator(".dot[data-step='0']")
     expect(first).to_have_attribute("data-status", "running")
-    assert colour(first) == AMBER
-    assert first.evaluate("el => getComputedStyle(el).animationName") == "pulse"
+    expect(first).to_have_css("background-color", AMBER)
+    expect(first).to_have_css("animation-name", "pulse")
     expect(active).to_contain_text(f"Run #{run_id}")
     expect(active).to_contain_text("Step 1 / 2")
     shot(page, "pipelines-active-run")
@@ -101,13 +97,13 @@ def test_build_a_pipeline_in_the_forms_and_watch_it_run(open_page, keys, api):
     row = card.locator(f".run-row[data-run-id='{run_id}']")
     expect(active.locator(".dot[data-step='1']")).to_have_attribute("data-status", "running")
     expect(active).to_contain_text("Step 2 / 2")
-    assert colour(row.locator(".dot[data-step='0']")) == GREEN
+    expect(row.locator(".dot[data-step='0']")).to_have_css("background-color", GREEN)
     expect(row).to_have_attribute("data-status", "completed", timeout=10_000)
     expect(active).to_have_count(0)
     for i in (0, 1):
         dot = row.locator(f".dot[data-step='{i}']")
         expect(dot).to_have_attribute("data-status", "completed")
-        assert colour(dot) == GREEN
+        expect(dot).to_have_css("background-color", GREEN)
     assert page.evaluate("window.__sameDocument") is True
     expect(card.locator(".card-meta")).to_contain_text("1 completed")
     shot(page, "pipelines-history")
@@ -155,7 +151,7 @@ def test_manual_steps_done_failed_and_cancel(open_page, keys, api, manual_pipeli
 
     active.locator("[data-action=step-failed]").click()
     expect(dots[1]).to_have_attribute("data-status", "failed")
-    assert colour(dots[1]) == RED
+    expect(dots[1]).to_have_css("background-color", RED)
     expect(dots[2]).to_have_attribute("data-status", "running")  # on_failure: continue
     shot(page, "manual-run-banner")
     run = api.run(run_id)
@@ -171,7 +167,7 @@ def test_manual_steps_done_failed_and_cancel(open_page, keys, api, manual_pipeli
     expect(detail.locator(".run-head .badge")).to_have_text("cancelled")
     last = detail.locator(".step-item[data-step='2']")
     expect(last).to_have_attribute("data-status", "skipped")
-    assert colour(last.locator(".dot")) == GREY
+    expect(last.locator(".dot")).to_have_css("background-color", GREY)
     expect(last.locator(".step-error")).to_contain_text("cancelled")
     expect(detail.locator(".run-controls")).to_have_count(0)
 
