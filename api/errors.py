@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, jsonify
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from orchestrator.catalog import Conflict, UnknownTemplates
@@ -64,6 +64,14 @@ def register_error_handlers(app: Flask) -> None:
     def _db_down(exc: OperationalError):
         log.warning("database unavailable: %s", exc.orig)
         return error_response(503, "database unavailable, try again shortly", {"Retry-After": "2"})
+
+    @app.errorhandler(IntegrityError)
+    def _raced(exc: IntegrityError):
+        # Validation passed, then a concurrent change (a template deleted while a pipeline
+        # was being saved with it) made the write impossible: nothing was written.
+        log.info("write refused by a constraint: %s", exc.orig)
+        return error_response(409, "this conflicts with a change made at the same time; "
+                                   "reload and try again")
 
     @app.errorhandler(DBAPIError)
     def _db_error(exc: DBAPIError):

@@ -36,7 +36,6 @@ from orchestrator.runtimes import (
 
 log = logging.getLogger("orchestrator.executor")
 
-TRUNCATED_MARK = "\n…[truncated]"
 
 
 HOST = socket.gethostname()
@@ -106,11 +105,12 @@ class Executor:
             log.info("step message ignored: %s", tr.decision.reason,
                      extra={"run_id": run_id, "step_index": step_index})
             return "ignored"
-        for chained in range(self.settings.chain_steps + 1):
+        chained = 0
+        while True:
             what, tr = self._run_claimed(tr, go_on=chained < self.settings.chain_steps)
             if tr is None:
                 return what
-        return what
+            chained += 1
 
     def _run_claimed(
         self, tr: runs.Transition, go_on: bool

@@ -254,3 +254,35 @@ def test_revoked_key_stops_working_within_the_cache_time(api):
     while api.call("GET", "/api/pipelines", key=made["key"]).status_code != 401:
         assert time.monotonic() < deadline, "a revoked key still works"
         time.sleep(0.25)
+
+
+def test_template_deleted_while_a_pipeline_is_saved_with_it_is_409(api, database_url):
+    """The pipeline's template check passes, then a concurrent delete commits before its
+    steps are written: the foreign key refuses the write, which must be a 409 that leaves
+    no pipeline behind, never a 500."""
+    import threading
+
+    import psycopg
+
+    doomed = api.template("soon gone", agent="echo")
+    other = api.template("stays", agent="echo")
+    name = f"raced-{time.monotonic_ns()}"
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT id FROM workflow_templates WHERE id = %s FOR UPDATE",
+                     (doomed["id"],))
+        conn.execute("DELETE FROM workflow_templates WHERE id = %s", (doomed["id"],))
+        answer = {}
+        saver = threading.Thread(target=lambda: answer.update(resp=api.call(
+            "POST", "/api/pipelines", {"name": name, "steps": [
+                {"template_id": doomed["id"]}, {"template_id": other["id"]}]})))
+        saver.start()
+        time.sleep(1.0)  # the save is now waiting on the deleted row's lock
+        conn.commit()
+    saver.join(timeout=30)
+    resp = answer["resp"]
+    if resp.status_code == 400:  # it checked after the delete committed: also fine
+        assert "template IDs not found" in resp.json()["error"]
+    else:
+        assert resp.status_code == 409, resp.text
+    assert all(p["name"] != name for p in api.ok("GET", "/api/pipelines")["pipelines"])
