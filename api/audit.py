@@ -21,7 +21,7 @@ from api.auth import require
 from api.errors import ApiError
 from api.schemas import epoch, parse_id
 from orchestrator import audit
-from orchestrator.models import ApiKey, Pipeline, PipelineRun, RunStep, WorkflowTemplate
+from orchestrator.models import ApiKey, Pipeline, PipelineRun, WorkflowTemplate
 
 bp = Blueprint("audit", __name__, url_prefix="/api")
 
@@ -77,6 +77,15 @@ def _intent() -> Intent | None:
     return intent if intent is not None and not intent.written else None
 
 
+def note_target(session: Session, target_id: int) -> None:
+    """Say that the view changed `target_id` in `session`'s transaction. For writes made
+    without ORM objects (runs), which `_note_targets` cannot see."""
+    intent = _intent()
+    if intent is not None:
+        intent.target_ids.append(target_id)
+        session.info["audit_wrote"] = True
+
+
 def _note_targets(session: Session, _flush_context: Any) -> None:
     intent = _intent()
     if intent is None:
@@ -85,9 +94,7 @@ def _note_targets(session: Session, _flush_context: Any) -> None:
     for obj in [*session.new, *session.dirty, *session.deleted]:
         if isinstance(obj, model) and obj.id is not None:
             intent.target_ids.append(obj.id)
-        elif intent.target_type == "run" and isinstance(obj, RunStep):
-            intent.target_ids.append(obj.run_id)
-    session.info["audit_flushed"] = True
+    session.info["audit_wrote"] = True
 
 
 def _write_entry(session: Session) -> None:
@@ -95,7 +102,7 @@ def _write_entry(session: Session) -> None:
     if intent is None:
         return
     session.flush()  # changes still pending are part of this commit: see them first
-    if not session.info.pop("audit_flushed", False):
+    if not session.info.pop("audit_wrote", False):
         return
     body = _body()
     target_id = intent.target_ids[0] if intent.target_ids else None

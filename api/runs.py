@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, g, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api.audit import audited, run_action
+from api.audit import audited, note_target, run_action
 from api.auth import require
 from api.errors import ApiError
 from api.schemas import AdvanceRun, CancelRun, StartRun, json_body, parse_id, run_json
@@ -86,6 +86,7 @@ def _start(body: StartRun):
     if key is None:
         with db.session() as s:
             tr = runs.start_run(s, body.pipeline_id, g.identity.name, body.inputs)
+            note_target(s, tr.run.id)
             payload = run_json(tr.run, tr.steps)
         dispatch(tr.effects)
         return {"run": payload}, 201
@@ -117,6 +118,7 @@ def _start_once(body: StartRun, key: str, fingerprint: str, ttl: float):
             run, steps = runs.load_run(s, earlier)
             return {"run": run_json(run, steps)}, 201, {"Idempotent-Replayed": "true"}
         tr = runs.start_run(s, body.pipeline_id, g.identity.name, body.inputs)
+        note_target(s, tr.run.id)
         idempotency.remember(s, g.identity.name, key, fingerprint, tr.run.id)
         payload = run_json(tr.run, tr.steps)
     dispatch(tr.effects)
@@ -133,6 +135,7 @@ def _advance(body: AdvanceRun):
         tr = runs.resolve_step(s, body.run_id, proposal, result)
         if not tr.accepted:
             raise ApiError(409, tr.decision.reason)
+        note_target(s, tr.run.id)
         payload = run_json(tr.run, tr.steps)
     dispatch(tr.effects)
     return {"run": payload}, 202
@@ -143,6 +146,7 @@ def _cancel(body: CancelRun):
         tr = runs.cancel_run(s, body.run_id)
         if not tr.accepted:
             raise ApiError(409, tr.decision.reason)
+        note_target(s, tr.run.id)
         payload = run_json(tr.run, tr.steps)
     dispatch(tr.effects)
     return {"run": payload}, 202

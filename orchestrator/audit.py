@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from orchestrator.models import AuditEntry, now
@@ -24,20 +24,18 @@ def record(
     target_type: str,
     target_id: int | None,
     detail: dict[str, Any] | None = None,
-) -> AuditEntry:
+) -> None:
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
-    entry = AuditEntry(
-        at=now(),
-        actor=actor,
-        role=role,
-        action=action,
-        target_type=target_type,
-        target_id=target_id,
-        detail=detail or {},
-    )
-    s.add(entry)
-    return entry
+    s.execute(insert(AuditEntry.__table__), {
+        "at": now(),
+        "actor": actor,
+        "role": role,
+        "action": action,
+        "target_type": target_type,
+        "target_id": target_id,
+        "detail": detail or {},
+    })
 
 
 def recent(

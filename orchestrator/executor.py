@@ -160,7 +160,9 @@ class Executor:
             )
         return get_runtime(profile)
 
-    def _request(self, run: PipelineRun, step: RunStep, earlier: list[RunStep]) -> SpawnRequest:
+    def _request(
+        self, run: runs.RunRecord, step: runs.StepRecord, earlier: list[runs.StepRecord]
+    ) -> SpawnRequest:
         prompt = render_prompt(
             step.prompt,
             run.inputs,
@@ -198,7 +200,7 @@ class Executor:
         run_id: int,
         step_index: int,
         attempt: int,
-        step: RunStep,
+        step: runs.StepRecord,
     ) -> Outcome | None:
         """Wait for the session; None if the step was resolved or cancelled elsewhere."""
         poll = self.settings.poll_seconds

@@ -5,41 +5,162 @@ It locks the run row (SELECT … FOR UPDATE; BEGIN IMMEDIATE on SQLite), asks
 counters and one event per change, and returns the effects to dispatch after commit.
 Callers own the transaction. A proposal that no longer fits the state is refused and
 changes nothing, which is what makes redelivered messages and double clicks harmless.
+
+Runs and steps are read and written here as `Record`s over SQLAlchemy Core, not as ORM
+objects: every step of every run passes through this module, and the ORM's per-object
+bookkeeping cost more than the database did.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, insert, select, update
+from sqlalchemy import ColumnElement, Update, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator import transitions as t
 from orchestrator.effects import CancelSession, Effect, RunStepMessage
-from orchestrator.models import (
-    Pipeline,
-    PipelineRun,
-    PipelineStep,
-    RunEvent,
-    RunStep,
-    WorkflowTemplate,
-    now,
+from orchestrator.models import Pipeline, PipelineRun, PipelineStep, RunEvent, RunStep, now
+from orchestrator.models import WorkflowTemplate as Template
+
+RUNS = PipelineRun.__table__
+STEPS = RunStep.__table__
+EVENTS = RunEvent.__table__
+PIPELINES = Pipeline.__table__
+TEMPLATES = Template.__table__
+PIPELINE_STEPS = PipelineStep.__table__
+
+# The statements of the hot path, built once and run on the session's connection: building
+# SQLAlchemy constructs per call, and the ORM layer around them, cost more than the database.
+_PIPELINE_STEPS = (
+    select(
+        PIPELINES.c.name.label("pipeline_name"),
+        PIPELINE_STEPS.c.on_failure,
+        PIPELINE_STEPS.c.run_if,
+        TEMPLATES.c.id.label("template_id"),
+        TEMPLATES.c.name.label("template_name"),
+        TEMPLATES.c.agent,
+        TEMPLATES.c.model,
+        TEMPLATES.c.prompt,
+        TEMPLATES.c.parameters,
+        TEMPLATES.c.timeout_seconds,
+        TEMPLATES.c.retries,
+        TEMPLATES.c.retry_backoff_seconds,
+    )
+    .join(PIPELINE_STEPS, PIPELINE_STEPS.c.pipeline_id == PIPELINES.c.id)
+    .join(TEMPLATES, TEMPLATES.c.id == PIPELINE_STEPS.c.template_id)
+    .where(PIPELINES.c.id == bindparam("pipeline_id"))
+    .order_by(PIPELINE_STEPS.c.position)
 )
+_INSERT_RUN = insert(RUNS).returning(RUNS.c.id)
+# Lock the templates in id order (an IN list does not fix the order): two starts of
+# pipelines sharing templates would otherwise deadlock each other.
+_COUNT_TEMPLATE_USE = (
+    update(TEMPLATES)
+    .where(TEMPLATES.c.id.in_(
+        select(TEMPLATES.c.id)
+        .where(TEMPLATES.c.id.in_(bindparam("template_ids", expanding=True)))
+        .order_by(TEMPLATES.c.id)
+        .with_for_update()
+    ))
+    .values(use_count=TEMPLATES.c.use_count + 1, last_used_at=bindparam("ts"))
+)
+_RUN = select(RUNS).where(RUNS.c.id == bindparam("run_id"))
+_RUN_LOCKED = _RUN.with_for_update()
+_STEPS = select(STEPS).where(STEPS.c.run_id == bindparam("run_id")).order_by(STEPS.c.step_index)
+# No .values(): the SET clause is the columns named in the parameters, i.e. the changes.
+_UPDATE_RUN = update(RUNS).where(RUNS.c.id == bindparam("run_key"))
+_UPDATE_STEP = update(STEPS).where(STEPS.c.id == bindparam("step_key"))
 
 
 class NotFound(LookupError):
     pass
 
 
+class Record:
+    """A row of a run or a step: its columns as plain attributes.
+
+    `changes()` is what has been assigned since the row was read or last written, so a
+    transition writes back only the columns it changed."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        vars(self).update(values)
+        self._saved = dict(values)
+
+    def values(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "_saved"}
+
+    def changes(self) -> dict[str, Any]:
+        saved = self._saved
+        return {k: v for k, v in self.values().items() if k not in saved or saved[k] != v}
+
+    def mark_saved(self) -> None:
+        self._saved = self.values()
+
+
+class RunRecord(Record):
+    """A `pipeline_runs` row (columns as in `models.PipelineRun`)."""
+
+    id: int
+    pipeline_id: int
+    pipeline_name: str
+    status: str
+    current_step: int
+    inputs: dict[str, Any]
+    triggered_by: str
+    started_at: float | None
+    completed_at: float | None
+    created_at: float
+    step_due_at: float | None
+
+
+class StepRecord(Record):
+    """A `run_steps` row (columns as in `models.RunStep`)."""
+
+    id: int
+    run_id: int
+    step_index: int
+    template_id: int
+    template_name: str
+    on_failure: str
+    run_if: str
+    agent: str
+    model: str
+    prompt: str
+    parameters: dict[str, Any]
+    timeout_seconds: int
+    max_attempts: int
+    retry_backoff_seconds: float
+    status: str
+    attempt: int
+    spawn_id: str | None
+    started_at: float | None
+    completed_at: float | None
+    error: str | None
+    output: str | None
+    output_truncated: bool
+    usage: dict[str, Any] | None
+    worker: str | None
+    lease_expires_at: float | None
+    deadline_at: float | None
+    callback_secret_hash: str | None
+
+
 @dataclass
 class Transition:
     decision: t.Decision
-    run: PipelineRun
-    steps: list[RunStep]
+    run: RunRecord
+    steps: list[StepRecord]
     effects: list[Effect] = field(default_factory=list)
     # The next step, claimed in the same transaction by the worker that resolved this one.
     claimed_next: Transition | None = None
+    # What `_write` puts in the database: (step_index, type, data) per event, and
+    # whether the run has just finished (the pipeline's counters then change).
+    events: list[tuple[int | None, str, dict[str, Any]]] = field(default_factory=list)
+    finished: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -66,91 +187,74 @@ def start_run(
     pipeline queue on those rows' locks, which are then held only until the commit.
     """
     ts = now()
-    rows = s.execute(
-        select(Pipeline.name, PipelineStep.on_failure, PipelineStep.run_if, WorkflowTemplate)
-        .join(PipelineStep, PipelineStep.pipeline_id == Pipeline.id)
-        .join(WorkflowTemplate, WorkflowTemplate.id == PipelineStep.template_id)
-        .where(Pipeline.id == pipeline_id)
-        .order_by(PipelineStep.position)
-    ).all()
+    conn = s.connection()
+    rows = conn.execute(_PIPELINE_STEPS, {"pipeline_id": pipeline_id}).all()
     if not rows:
         raise NotFound(f"pipeline {pipeline_id} not found")
-    steps = [_snapshot(i, *row[1:]) for i, row in enumerate(rows)]
+    steps = [_snapshot(i, row) for i, row in enumerate(rows)]
     decision = t.plan_start([_step_state(st) for st in steps])
-    run = PipelineRun(
-        pipeline_id=pipeline_id,
-        pipeline_name=rows[0].name,
-        status=t.PENDING,
-        current_step=0,
-        inputs=inputs or {},
-        triggered_by=triggered_by,
-        created_at=ts,
-        # written by _apply below too; set now so the INSERT carries it
-        step_due_at=ts if decision.enqueue else None,
-    )
-    s.add(run)
-    s.flush()
-    _insert_events(s, [_event(run, None, "run.created", {"status": t.PENDING}, ts)])
-    # The steps stay out of the session while the plan is applied to them, then go in as
-    # one plain INSERT with their final values: no per-object bookkeeping on this path.
-    for step in steps:
-        step.run_id = run.id
-    transition = _apply(s, run, steps, decision, ts)
-    s.execute(insert(RunStep), [_columns(step) for step in steps])
-    # Lock the templates in id order (an IN list does not fix the order): two starts of
-    # pipelines sharing templates would otherwise deadlock each other.
-    in_order = (
-        select(WorkflowTemplate.id)
-        .where(WorkflowTemplate.id.in_({st.template_id for st in steps}))
-        .order_by(WorkflowTemplate.id)
-        .with_for_update()
-    )
-    s.execute(
-        update(WorkflowTemplate)
-        .where(WorkflowTemplate.id.in_(in_order))
-        .values(use_count=WorkflowTemplate.use_count + 1, last_used_at=ts)
-        .execution_options(synchronize_session=False)
-    )
-    counted = s.execute(
-        update(Pipeline)
-        .where(Pipeline.id == pipeline_id)
-        .values(
-            use_count=Pipeline.use_count + 1,
-            last_used_at=ts,
-            runs_total=Pipeline.runs_total + 1,
-            runs_running=Pipeline.runs_running + 1,
-        )
-    )
+    columns = {
+        "pipeline_id": pipeline_id,
+        "pipeline_name": rows[0].pipeline_name,
+        "status": t.PENDING,
+        "current_step": 0,
+        "inputs": inputs or {},
+        "triggered_by": triggered_by,
+        "started_at": None,
+        "completed_at": None,
+        "created_at": ts,
+        "step_due_at": ts if decision.enqueue else None,
+    }
+    run_id = conn.execute(_INSERT_RUN, columns).scalar_one()
+    run = RunRecord({"id": run_id, **columns})
+    tr = _apply(run, steps, decision, ts)
+    tr.events.insert(0, (None, "run.created", {"status": t.PENDING}))
+    # The steps go in as one INSERT with their final values: `_write` finds them saved.
+    for st in steps:
+        st.run_id = run_id
+    conn.execute(insert(STEPS), [st.values() for st in steps])
+    for st in steps:
+        st.mark_saved()
+    _write(s, tr, ts, count_finished=False)  # counted with the start, below
+    conn.execute(_COUNT_TEMPLATE_USE, {"template_ids": sorted({st.template_id for st in steps}),
+                                       "ts": ts})
+    finished = tr.run.status if tr.finished else None  # no step to run: over at once
+    counted = conn.execute(_count_runs(started=True, finished=finished),
+                           {"pipeline_id": pipeline_id, "ts": ts})
     if counted.rowcount != 1:  # deleted since we read it: nothing of this run is kept
         raise NotFound(f"pipeline {pipeline_id} not found")
-    return transition
+    return tr
 
 
-_STEP_COLUMNS = [c.key for c in RunStep.__table__.columns if c.key != "id"]
-
-
-def _columns(step: RunStep) -> dict[str, Any]:
-    return {key: getattr(step, key) for key in _STEP_COLUMNS}
-
-
-def _snapshot(index: int, on_failure: str, run_if: str, tpl: WorkflowTemplate) -> RunStep:
-    return RunStep(
-        step_index=index,
-        template_id=tpl.id,
-        template_name=tpl.name,
-        on_failure=on_failure,
-        run_if=run_if,
-        agent=tpl.agent,
-        model=tpl.model,
-        prompt=tpl.prompt,
-        parameters=dict(tpl.parameters or {}),
-        timeout_seconds=tpl.timeout_seconds,
-        max_attempts=tpl.retries + 1,
-        retry_backoff_seconds=tpl.retry_backoff_seconds,
-        status=t.PENDING,
-        attempt=1,
-        output_truncated=False,
-    )
+def _snapshot(index: int, row: Any) -> StepRecord:
+    return StepRecord({  # no "id": the start inserts the steps and never updates them
+        "run_id": None,
+        "step_index": index,
+        "template_id": row.template_id,
+        "template_name": row.template_name,
+        "on_failure": row.on_failure,
+        "run_if": row.run_if,
+        "agent": row.agent,
+        "model": row.model,
+        "prompt": row.prompt,
+        "parameters": dict(row.parameters or {}),
+        "timeout_seconds": row.timeout_seconds,
+        "max_attempts": row.retries + 1,
+        "retry_backoff_seconds": row.retry_backoff_seconds,
+        "status": t.PENDING,
+        "attempt": 1,
+        "spawn_id": None,
+        "started_at": None,
+        "completed_at": None,
+        "error": None,
+        "output": None,
+        "output_truncated": False,
+        "usage": None,
+        "worker": None,
+        "lease_expires_at": None,
+        "deadline_at": None,
+        "callback_secret_hash": None,
+    })
 
 
 def claim_step(
@@ -174,19 +278,8 @@ def resolve_step(
     """Resolve the current step. With `continue_as` (a worker's id), a next step that is
     due at once is claimed for that worker in the same transaction, and its message is
     not sent: the worker runs it next, one transaction and no broker hop later."""
-    tr = _transition(s, run_id, proposal, result=result or StepResult())
-    if continue_as is None or not tr.accepted:
-        return tr
-    due = [e for e in tr.effects if isinstance(e, RunStepMessage) and not e.delay]
-    if len(due) != 1:
-        return tr
-    state = t.RunState(tr.run.status, tr.run.current_step, [_step_state(st) for st in tr.steps])
-    decision = t.decide(state, t.Claim(due[0].step_index, due[0].attempt))
-    if decision.accepted:
-        tr.claimed_next = _apply(s, tr.run, tr.steps, decision, now(), worker=continue_as,
-                                 lease_seconds=lease_seconds)
-        tr.effects.remove(due[0])
-    return tr
+    return _transition(s, run_id, proposal, result=result or StepResult(),
+                       continue_as=continue_as, lease_seconds=lease_seconds)
 
 
 def cancel_run(s: Session, run_id: int) -> Transition:
@@ -221,17 +314,11 @@ def record_spawn(
     )
     if res.first() is None:
         return False
-    pipeline_id = s.scalar(select(PipelineRun.pipeline_id).where(PipelineRun.id == run_id))
-    s.add(
-        RunEvent(
-            run_id=run_id,
-            pipeline_id=pipeline_id,
-            step_index=step_index,
-            type="step.spawned",
-            data={"spawn_id": spawn_id, "attempt": attempt},
-            created_at=now(),
-        )
-    )
+    pipeline_id = select(RUNS.c.pipeline_id).where(RUNS.c.id == run_id).scalar_subquery()
+    s.execute(insert(EVENTS).values(
+        run_id=run_id, pipeline_id=pipeline_id, step_index=step_index, type="step.spawned",
+        data={"spawn_id": spawn_id, "attempt": attempt}, created_at=now(),
+    ))
     return True
 
 
@@ -264,7 +351,7 @@ def mark_resent(s: Session, run_id: int, step_index: int) -> None:
     )
 
 
-def _step_state(step: RunStep) -> t.StepState:
+def _step_state(step: StepRecord) -> t.StepState:
     return t.StepState(
         index=step.step_index,
         status=step.status,
@@ -276,25 +363,23 @@ def _step_state(step: RunStep) -> t.StepState:
     )
 
 
-def load_run(s: Session, run_id: int, lock: bool = False) -> tuple[PipelineRun, list[RunStep]]:
+def _run_state(run: RunRecord, steps: list[StepRecord]) -> t.RunState:
+    return t.RunState(run.status, run.current_step, [_step_state(st) for st in steps])
+
+
+def load_run(s: Session, run_id: int, lock: bool = False) -> tuple[RunRecord, list[StepRecord]]:
     """The run and its steps; with `lock`, the run row is locked first.
 
     Two queries on purpose: a join locking only the run would, after waiting for the
     lock, still return the step rows as they were before the wait (PostgreSQL re-reads
     only the locked row), and two claims of one step would both see it pending.
     """
-    run = s.get(PipelineRun, run_id, with_for_update=lock, populate_existing=lock)
-    if run is None:
+    conn = s.connection()
+    row = conn.execute(_RUN_LOCKED if lock else _RUN, {"run_id": run_id}).mappings().first()
+    if row is None:
         raise NotFound(f"run {run_id} not found")
-    steps = list(
-        s.scalars(
-            select(RunStep)
-            .where(RunStep.run_id == run_id)
-            .order_by(RunStep.step_index)
-            .execution_options(populate_existing=lock)
-        )
-    )
-    return run, steps
+    steps = conn.execute(_STEPS, {"run_id": run_id}).mappings()
+    return RunRecord(row), [StepRecord(st) for st in steps]
 
 
 def _transition(
@@ -305,21 +390,36 @@ def _transition(
     result: StepResult | None = None,
     worker: str | None = None,
     lease_seconds: float = 0.0,
+    continue_as: str | None = None,
 ) -> Transition:
     run, steps = load_run(s, run_id, lock=True)
-    state = t.RunState(run.status, run.current_step, [_step_state(st) for st in steps])
-    decision = t.decide(state, proposal)
+    decision = t.decide(_run_state(run, steps), proposal)
     if not decision.accepted:
         return Transition(decision, run, steps)
-    return _apply(
-        s, run, steps, decision, now(), result=result, worker=worker, lease_seconds=lease_seconds
-    )
+    ts = now()
+    tr = _apply(run, steps, decision, ts, result=result, worker=worker,
+                lease_seconds=lease_seconds)
+    if continue_as is not None:
+        tr.claimed_next = _claim_due(tr, ts, continue_as, lease_seconds)
+    _write(s, tr, ts)
+    return tr
+
+
+def _claim_due(tr: Transition, ts: float, worker: str, lease_seconds: float) -> Transition | None:
+    """Claim for `worker` the one step `tr` made due at once; its message is then not sent."""
+    due = [e for e in tr.effects if isinstance(e, RunStepMessage) and not e.delay]
+    if len(due) != 1:
+        return None
+    decision = t.decide(_run_state(tr.run, tr.steps), t.Claim(due[0].step_index, due[0].attempt))
+    if not decision.accepted:
+        return None
+    tr.effects.remove(due[0])
+    return _apply(tr.run, tr.steps, decision, ts, worker=worker, lease_seconds=lease_seconds)
 
 
 def _apply(
-    s: Session,
-    run: PipelineRun,
-    steps: list[RunStep],
+    run: RunRecord,
+    steps: list[StepRecord],
     d: t.Decision,
     ts: float,
     *,
@@ -327,12 +427,12 @@ def _apply(
     worker: str | None = None,
     lease_seconds: float = 0.0,
 ) -> Transition:
-    effects: list[Effect] = []
-    events: list[dict[str, Any]] = []
+    """Change the records as the decision says; `_write` then stores the changes."""
+    tr = Transition(d, run, steps)
     for index in d.terminate:
         step = steps[index]
         if step.spawn_id:
-            effects.append(CancelSession(run.id, index, step.agent, step.spawn_id))
+            tr.effects.append(CancelSession(run.id, index, step.agent, step.spawn_id))
     for index, status in sorted(d.steps.items()):
         step = steps[index]
         if index == d.subject:
@@ -342,24 +442,64 @@ def _apply(
             cancelled = d.run_status == t.CANCELLED
             _write_step(step, status, None, ts, StepResult(
                 error=t.CANCELLED_ERROR if cancelled else None), None, 0.0)
-        events.append(_event(run, index, f"step.{status}", _step_data(step), ts))
+        tr.events.append((index, f"step.{status}", _step_data(step)))
     for msg in d.enqueue:
         run.step_due_at = ts + msg.delay
-        effects.append(RunStepMessage(run.id, msg.step_index, msg.attempt, msg.delay))
+        tr.effects.append(RunStepMessage(run.id, msg.step_index, msg.attempt, msg.delay))
     if d.current_step is not None:
         run.current_step = d.current_step
-    finished = False
     if d.run_status is not None and d.run_status != run.status:
-        finished = _write_run(run, d.run_status, ts)
-        events.append(_event(run, None, f"run.{run.status}", _run_data(run), ts))
-    _insert_events(s, events)
-    if finished:
-        _count_finished(s, run)  # last: the pipeline row is hot, hold its lock briefly
-    return Transition(d, run, steps, effects)
+        tr.finished = _write_run(run, d.run_status, ts)
+        tr.events.append((None, f"run.{run.status}", _run_data(run)))
+    return tr
+
+
+def _write(s: Session, tr: Transition, ts: float, count_finished: bool = True) -> None:
+    """Store what `tr` (and the claim chained to it) changed: steps, run, events, and last
+    the pipeline's counters when the run finished (that row is hot: hold its lock briefly)."""
+    conn = s.connection()
+    both = [tr] if tr.claimed_next is None else [tr, tr.claimed_next]
+    for index in sorted({i for x in both for i in x.decision.steps}):
+        step = tr.steps[index]
+        changed = step.changes()
+        if changed:
+            conn.execute(_UPDATE_STEP, {"step_key": step.id, **changed})
+            step.mark_saved()
+    changed = tr.run.changes()
+    if changed:
+        conn.execute(_UPDATE_RUN, {"run_key": tr.run.id, **changed})
+        tr.run.mark_saved()
+    events = [
+        {"run_id": tr.run.id, "pipeline_id": tr.run.pipeline_id, "step_index": index,
+         "type": kind, "data": data, "created_at": ts}
+        for x in both for index, kind, data in x.events
+    ]
+    if events:
+        conn.execute(insert(EVENTS), events)
+    if count_finished and tr.finished:
+        conn.execute(_count_runs(started=False, finished=tr.run.status),
+                     {"pipeline_id": tr.run.pipeline_id})
+
+
+@cache
+def _count_runs(started: bool, finished: str | None) -> Update:
+    """The pipeline's run counters after a start and/or a run's finish (`finished` is its
+    status). With a start, also its use: `use_count` and `last_used_at`."""
+    values: dict[str, Any] = {
+        "runs_running": PIPELINES.c.runs_running + int(started) - int(finished is not None)
+    }
+    if started:
+        values.update(runs_total=PIPELINES.c.runs_total + 1,
+                      use_count=PIPELINES.c.use_count + 1, last_used_at=bindparam("ts"))
+    if finished == t.COMPLETED:
+        values["runs_completed"] = PIPELINES.c.runs_completed + 1
+    elif finished == t.FAILED:
+        values["runs_failed"] = PIPELINES.c.runs_failed + 1
+    return update(PIPELINES).where(PIPELINES.c.id == bindparam("pipeline_id")).values(values)
 
 
 def _write_step(
-    step: RunStep,
+    step: StepRecord,
     status: str,
     attempt: int | None,
     ts: float,
@@ -398,7 +538,7 @@ def _write_step(
     step.completed_at = ts
 
 
-def _write_run(run: PipelineRun, status: str, ts: float) -> bool:
+def _write_run(run: RunRecord, status: str, ts: float) -> bool:
     """Set the run's status and times; True if the run has just finished."""
     run.status = status
     if status == t.RUNNING and run.started_at is None:
@@ -409,20 +549,7 @@ def _write_run(run: PipelineRun, status: str, ts: float) -> bool:
     return False
 
 
-def _count_finished(s: Session, run: PipelineRun) -> None:
-    counter = {
-        t.COMPLETED: {"runs_completed": Pipeline.runs_completed + 1},
-        t.FAILED: {"runs_failed": Pipeline.runs_failed + 1},
-        t.CANCELLED: {},
-    }[run.status]
-    s.execute(
-        update(Pipeline)
-        .where(Pipeline.id == run.pipeline_id)
-        .values(runs_running=Pipeline.runs_running - 1, **counter)
-    )
-
-
-def _step_data(step: RunStep) -> dict[str, Any]:
+def _step_data(step: StepRecord) -> dict[str, Any]:
     return {
         "status": step.status,
         "attempt": step.attempt,
@@ -431,24 +558,5 @@ def _step_data(step: RunStep) -> dict[str, Any]:
     }
 
 
-def _run_data(run: PipelineRun) -> dict[str, Any]:
+def _run_data(run: RunRecord) -> dict[str, Any]:
     return {"status": run.status, "current_step": run.current_step}
-
-
-def _event(
-    run: PipelineRun, step_index: int | None, kind: str, data: dict[str, Any], ts: float
-) -> dict[str, Any]:
-    return {
-        "run_id": run.id,
-        "pipeline_id": run.pipeline_id,
-        "step_index": step_index,
-        "type": kind,
-        "data": data,
-        "created_at": ts,
-    }
-
-
-def _insert_events(s: Session, events: list[dict[str, Any]]) -> None:
-    # A plain INSERT: events are never read back in the transaction that writes them.
-    if events:
-        s.execute(insert(RunEvent), events)
