@@ -8,9 +8,11 @@ so writers are serialised the way `SELECT … FOR UPDATE` serialises them on Pos
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.config import Settings
@@ -48,13 +50,37 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size * 2,
-        pool_pre_ping=True,
-        pool_recycle=1800,
+    engine = create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+# A connection unused for this long is pinged before it is handed out.
+IDLE_PING_SECONDS = 2.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only if it sat idle: one that went back to the
+    pool a moment ago is fine, and pinging it would add a round trip to every transaction.
+    A connection that died while idle (the database restarted) is replaced unseen."""
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _in_use_until_now(_dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn, record, _proxy):
+        if time.monotonic() - record.info.get("idle_since", 0.0) < IDLE_PING_SECONDS:
+            return
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as exc:  # whatever the driver raises: the pool retries anew
+            raise DisconnectionError(f"idle connection lost: {exc}") from exc
 
 
 def init(settings: Settings) -> sessionmaker[Session]:

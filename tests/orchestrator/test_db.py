@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
+import psycopg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from orchestrator import db, migrate
 from orchestrator.config import Settings
@@ -41,3 +43,37 @@ def test_a_read_session_leaves_the_write_lock_free(sqlite_db):
         conn = other_writer(sqlite_db)
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
+
+
+def _backend_pid(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+
+def test_a_pooled_connection_that_died_while_idle_is_replaced_unseen(database_url, monkeypatch):
+    engine = db.make_engine(database_url, pool_size=1)
+    try:
+        dead = _backend_pid(engine)
+        with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (dead,))
+        monkeypatch.setattr(db, "IDLE_PING_SECONDS", 0.0)  # it has been idle long enough
+        assert _backend_pid(engine) != dead  # no error: pinged, found dead, replaced
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_back_from_a_transaction_a_moment_ago_is_used_without_a_ping(
+    database_url, monkeypatch
+):
+    engine = db.make_engine(database_url, pool_size=1)
+    try:
+        dead = _backend_pid(engine)
+        with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (dead,))
+        monkeypatch.setattr(db, "IDLE_PING_SECONDS", 3600.0)
+        # Not pinged, so its first user finds it dead; the pool then starts afresh.
+        with pytest.raises(OperationalError):
+            _backend_pid(engine)
+        assert _backend_pid(engine) != dead
+    finally:
+        engine.dispose()
