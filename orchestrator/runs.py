@@ -13,12 +13,23 @@ bookkeeping cost more than the database did.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Update, and_, bindparam, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Integer,
+    String,
+    Update,
+    and_,
+    bindparam,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from orchestrator import transitions as t
@@ -35,27 +46,55 @@ PIPELINE_STEPS = PipelineStep.__table__
 
 # The statements of the hot path, built once and run on the session's connection: building
 # SQLAlchemy constructs per call, and the ORM layer around them, cost more than the database.
-_PIPELINE_STEPS = (
-    select(
-        PIPELINES.c.name.label("pipeline_name"),
-        PIPELINE_STEPS.c.on_failure,
-        PIPELINE_STEPS.c.run_if,
-        TEMPLATES.c.id.label("template_id"),
-        TEMPLATES.c.name.label("template_name"),
-        TEMPLATES.c.agent,
-        TEMPLATES.c.model,
-        TEMPLATES.c.prompt,
-        TEMPLATES.c.parameters,
-        TEMPLATES.c.timeout_seconds,
-        TEMPLATES.c.retries,
-        TEMPLATES.c.retry_backoff_seconds,
+# A start copies the pipeline into the run inside the database: the run from the pipeline
+# row, the steps from its steps and their templates (positions are 0..n-1, as saved).
+_INSERT_RUN = (
+    insert(RUNS)
+    .from_select(
+        ["pipeline_id", "pipeline_name", "status", "current_step", "inputs", "triggered_by",
+         "created_at", "step_due_at"],
+        select(
+            PIPELINES.c.id,
+            PIPELINES.c.name,
+            literal(t.PENDING),
+            literal(0),
+            bindparam("inputs", type_=RUNS.c.inputs.type),
+            bindparam("triggered_by", type_=String),
+            bindparam("ts", type_=Float),
+            bindparam("ts", type_=Float),  # the first step's message goes with the commit
+        ).where(PIPELINES.c.id == bindparam("pipeline_id")),
     )
-    .join(PIPELINE_STEPS, PIPELINE_STEPS.c.pipeline_id == PIPELINES.c.id)
-    .join(TEMPLATES, TEMPLATES.c.id == PIPELINE_STEPS.c.template_id)
-    .where(PIPELINES.c.id == bindparam("pipeline_id"))
-    .order_by(PIPELINE_STEPS.c.position)
+    .returning(*RUNS.c)
 )
-_INSERT_RUN = insert(RUNS).returning(RUNS.c.id)
+_SNAPSHOT_STEPS = (
+    insert(STEPS)
+    .from_select(
+        ["run_id", "step_index", "template_id", "template_name", "on_failure", "run_if",
+         "agent", "model", "prompt", "parameters", "timeout_seconds", "max_attempts",
+         "retry_backoff_seconds", "status", "attempt", "output_truncated"],
+        select(
+            bindparam("run_id", type_=Integer),
+            PIPELINE_STEPS.c.position,
+            TEMPLATES.c.id,
+            TEMPLATES.c.name,
+            PIPELINE_STEPS.c.on_failure,
+            PIPELINE_STEPS.c.run_if,
+            TEMPLATES.c.agent,
+            TEMPLATES.c.model,
+            TEMPLATES.c.prompt,
+            TEMPLATES.c.parameters,
+            TEMPLATES.c.timeout_seconds,
+            TEMPLATES.c.retries + 1,
+            TEMPLATES.c.retry_backoff_seconds,
+            literal(t.PENDING),
+            literal(1),
+            literal(False),
+        )
+        .join_from(PIPELINE_STEPS, TEMPLATES, TEMPLATES.c.id == PIPELINE_STEPS.c.template_id)
+        .where(PIPELINE_STEPS.c.pipeline_id == bindparam("pipeline_id")),
+    )
+    .returning(*STEPS.c)
+)
 # Lock the templates in id order (an IN list does not fix the order): two starts of
 # pipelines sharing templates would otherwise deadlock each other.
 _COUNT_TEMPLATE_USE = (
@@ -86,19 +125,21 @@ class Record:
     `changes()` is what has been assigned since the row was read or last written, so a
     transition writes back only the columns it changed."""
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        vars(self).update(values)
-        self._saved = dict(values)
+    __slots__ = ("__dict__", "_saved")
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__ = values  # the record owns `values` from now on
+        self._saved = values.copy()
 
     def values(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k != "_saved"}
+        return self.__dict__.copy()
 
     def changes(self) -> dict[str, Any]:
         saved = self._saved
-        return {k: v for k, v in self.values().items() if k not in saved or saved[k] != v}
+        return {k: v for k, v in self.__dict__.items() if k not in saved or saved[k] != v}
 
     def mark_saved(self) -> None:
-        self._saved = self.values()
+        self._saved = self.__dict__.copy()
 
 
 class RunRecord(Record):
@@ -188,33 +229,23 @@ def start_run(
     """
     ts = now()
     conn = s.connection()
-    rows = conn.execute(_PIPELINE_STEPS, {"pipeline_id": pipeline_id}).all()
-    if not rows:
+    found = conn.execute(_INSERT_RUN, {"pipeline_id": pipeline_id, "inputs": inputs or {},
+                                       "triggered_by": triggered_by, "ts": ts})
+    row = found.first()
+    if row is None:
         raise NotFound(f"pipeline {pipeline_id} not found")
-    steps = [_snapshot(i, row) for i, row in enumerate(rows)]
+    run = RunRecord(dict(zip(found.keys(), row, strict=True)))
+    found = conn.execute(_SNAPSHOT_STEPS, {"run_id": run.id, "pipeline_id": pipeline_id})
+    keys = tuple(found.keys())
+    steps = sorted((StepRecord(dict(zip(keys, st, strict=True))) for st in found),
+                   key=lambda st: st.step_index)
+    if [st.step_index for st in steps] != list(range(len(steps))) or not steps:
+        raise RuntimeError(f"pipeline {pipeline_id} has no steps or gaps in their positions")
     decision = t.plan_start([_step_state(st) for st in steps])
-    columns = {
-        "pipeline_id": pipeline_id,
-        "pipeline_name": rows[0].pipeline_name,
-        "status": t.PENDING,
-        "current_step": 0,
-        "inputs": inputs or {},
-        "triggered_by": triggered_by,
-        "started_at": None,
-        "completed_at": None,
-        "created_at": ts,
-        "step_due_at": ts if decision.enqueue else None,
-    }
-    run_id = conn.execute(_INSERT_RUN, columns).scalar_one()
-    run = RunRecord({"id": run_id, **columns})
+    if not decision.enqueue:
+        run.step_due_at = None  # no step to run: the run ends at once
     tr = _apply(run, steps, decision, ts)
     tr.events.insert(0, (None, "run.created", {"status": t.PENDING}))
-    # The steps go in as one INSERT with their final values: `_write` finds them saved.
-    for st in steps:
-        st.run_id = run_id
-    conn.execute(insert(STEPS), [st.values() for st in steps])
-    for st in steps:
-        st.mark_saved()
     _write(s, tr, ts, count_finished=False)  # counted with the start, below
     conn.execute(_COUNT_TEMPLATE_USE, {"template_ids": sorted({st.template_id for st in steps}),
                                        "ts": ts})
@@ -224,37 +255,6 @@ def start_run(
     if counted.rowcount != 1:  # deleted since we read it: nothing of this run is kept
         raise NotFound(f"pipeline {pipeline_id} not found")
     return tr
-
-
-def _snapshot(index: int, row: Any) -> StepRecord:
-    return StepRecord({  # no "id": the start inserts the steps and never updates them
-        "run_id": None,
-        "step_index": index,
-        "template_id": row.template_id,
-        "template_name": row.template_name,
-        "on_failure": row.on_failure,
-        "run_if": row.run_if,
-        "agent": row.agent,
-        "model": row.model,
-        "prompt": row.prompt,
-        "parameters": dict(row.parameters or {}),
-        "timeout_seconds": row.timeout_seconds,
-        "max_attempts": row.retries + 1,
-        "retry_backoff_seconds": row.retry_backoff_seconds,
-        "status": t.PENDING,
-        "attempt": 1,
-        "spawn_id": None,
-        "started_at": None,
-        "completed_at": None,
-        "error": None,
-        "output": None,
-        "output_truncated": False,
-        "usage": None,
-        "worker": None,
-        "lease_expires_at": None,
-        "deadline_at": None,
-        "callback_secret_hash": None,
-    })
 
 
 def claim_step(
@@ -375,11 +375,14 @@ def load_run(s: Session, run_id: int, lock: bool = False) -> tuple[RunRecord, li
     only the locked row), and two claims of one step would both see it pending.
     """
     conn = s.connection()
-    row = conn.execute(_RUN_LOCKED if lock else _RUN, {"run_id": run_id}).mappings().first()
+    found = conn.execute(_RUN_LOCKED if lock else _RUN, {"run_id": run_id})
+    row = found.first()
     if row is None:
         raise NotFound(f"run {run_id} not found")
-    steps = conn.execute(_STEPS, {"run_id": run_id}).mappings()
-    return RunRecord(row), [StepRecord(st) for st in steps]
+    run = RunRecord(dict(zip(found.keys(), row, strict=True)))
+    found = conn.execute(_STEPS, {"run_id": run_id})
+    keys = tuple(found.keys())
+    return run, [StepRecord(dict(zip(keys, st, strict=True))) for st in found]
 
 
 def _transition(
