@@ -275,17 +275,18 @@ class Bench:
             self.wait_runs([run])
             created, rows = self.step_times(run)
             # A step's started_at is stamped in the transaction that claims it, before the
-            # commit after which its session is spawned; chained, that is the transaction
-            # that completes the step before it, so started - completed would be 0. Each
-            # handoff is therefore measured from one step's completed_at to the next one's:
-            # the commit, the spawn, the echo session itself (next to nothing) and the next
-            # transaction up to its write. It bounds the handoff from above.
+            # commit after which its session is spawned (chained, that is the transaction
+            # that completes the step before), so it says too little. Its completed_at is
+            # when the worker saw its session end. A handoff is therefore measured from one
+            # step's completed_at to the next one's: recording the result and claiming the
+            # next step, the commit, the spawn, and the echo session itself (next to
+            # nothing). It bounds the handoff from above.
             these = [rows[k + 1][1] - rows[k][1] for k in range(len(rows) - 1)]
             handoffs += these
             p50s.append(statistics.median(these) * 1000)
             claimed.append((rows[0][0] - created) * 1000)
-            # Likewise bounded from above: until step 0's session has run and its result
-            # is being written. Step 0's claim (a lower bound) is kept alongside.
+            # Likewise bounded from above: until step 0's echo session has ended. Step 0's
+            # claim (a lower bound) is kept alongside.
             first.append((rows[0][1] - created) * 1000)
         self.results[label] = {
             "steps": steps,

@@ -241,6 +241,7 @@ class Executor:
     ) -> runs.Transition | None:
         """Record the outcome and send what follows; returns the next step's claim when
         `go_on` and it was due at once (its message is then not sent)."""
+        ended_at = now()
         output, truncated = truncate(outcome.output, self.settings.output_max_chars)
         result = runs.StepResult(
             error=None if outcome.success else (outcome.error or "failed"),
@@ -248,6 +249,7 @@ class Executor:
             output_truncated=truncated,
             usage=outcome.usage,
             spawn_id=spawn_id,
+            ended_at=ended_at,
         )
         proposal = t.Resolve(outcome.success, step_index, attempt, allow_pending=False)
         worker = self.worker_id if go_on else None

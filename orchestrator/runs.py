@@ -217,6 +217,8 @@ class StepResult:
     output_truncated: bool = False
     usage: dict[str, Any] | None = None
     spawn_id: str | None = None
+    # When the session ended, if the caller saw it end (a worker); else the transition's time.
+    ended_at: float | None = None
 
 
 def start_run(
@@ -237,7 +239,7 @@ def start_run(
     run = RunRecord(dict(zip(found.keys(), row, strict=True)))
     found = conn.execute(_SNAPSHOT_STEPS, {"run_id": run.id, "pipeline_id": pipeline_id})
     keys = tuple(found.keys())
-    steps = sorted((StepRecord(dict(zip(keys, st, strict=True))) for st in found),
+    steps = sorted((StepRecord(dict(zip(keys, st, strict=True))) for st in found.all()),
                    key=lambda st: st.step_index)
     if [st.step_index for st in steps] != list(range(len(steps))) or not steps:
         raise RuntimeError(f"pipeline {pipeline_id} has no steps or gaps in their positions")
@@ -382,7 +384,7 @@ def load_run(s: Session, run_id: int, lock: bool = False) -> tuple[RunRecord, li
     run = RunRecord(dict(zip(found.keys(), row, strict=True)))
     found = conn.execute(_STEPS, {"run_id": run_id})
     keys = tuple(found.keys())
-    return run, [StepRecord(dict(zip(keys, st, strict=True))) for st in found]
+    return run, [StepRecord(dict(zip(keys, st, strict=True))) for st in found.all()]
 
 
 def _transition(
@@ -538,7 +540,8 @@ def _write_step(
         step.started_at = None
         step.completed_at = None
         return
-    step.completed_at = ts
+    ended = result.ended_at if result is not None and result.ended_at is not None else ts
+    step.completed_at = min(ts, max(ended, step.started_at or ended))
 
 
 def _write_run(run: RunRecord, status: str, ts: float) -> bool:

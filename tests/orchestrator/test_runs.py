@@ -54,6 +54,23 @@ def test_claim_then_resolve_chains_and_completes(session):
     assert (pipeline.runs_running, pipeline.runs_completed) == (0, 1)
 
 
+def test_a_step_completes_when_its_session_ended_not_when_that_was_written(session):
+    tr = make_run(session, n=3)
+    rid = tr.run.id
+    started = runs.claim_step(session, rid, 0, 1, "w1", 30).steps[0].started_at
+    ended = started + 0.001
+    done = runs.resolve_step(session, rid, t.Resolve(True, 0, 1, allow_pending=False),
+                             runs.StepResult(ended_at=ended))
+    assert done.steps[0].completed_at == ended
+    _, steps = runs.load_run(session, rid)
+    assert steps[0].completed_at == ended
+    # A clock that says the session ended before it was claimed is not believed.
+    runs.claim_step(session, rid, 1, 1, "w1", 30)
+    late = runs.resolve_step(session, rid, t.Resolve(True, 1, 1, allow_pending=False),
+                             runs.StepResult(ended_at=0.0))
+    assert late.steps[1].completed_at == late.steps[1].started_at
+
+
 def test_redelivered_claim_is_refused_and_writes_nothing(session):
     tr = make_run(session, n=2)
     assert runs.claim_step(session, tr.run.id, 0, 1, "w1", 30).accepted
