@@ -110,6 +110,7 @@ _COUNT_TEMPLATE_USE = (
 _RUN = select(RUNS).where(RUNS.c.id == bindparam("run_id"))
 _RUN_LOCKED = _RUN.with_for_update()
 _STEPS = select(STEPS).where(STEPS.c.run_id == bindparam("run_id")).order_by(STEPS.c.step_index)
+_STEPS_UPTO = _STEPS.where(STEPS.c.step_index <= bindparam("upto"))
 # No .values(): the SET clause is the columns named in the parameters, i.e. the changes.
 _UPDATE_RUN = update(RUNS).where(RUNS.c.id == bindparam("run_key"))
 _UPDATE_STEP = update(STEPS).where(STEPS.c.id == bindparam("step_key"))
@@ -194,6 +195,8 @@ class StepRecord(Record):
 class Transition:
     decision: t.Decision
     run: RunRecord
+    # The run's steps in order: all of them, except after a claim, which needs (and
+    # whose worker needs, for the prompt) only the steps up to the one it claims.
     steps: list[StepRecord]
     effects: list[Effect] = field(default_factory=list)
     # The next step, claimed in the same transaction by the worker that resolved this one.
@@ -264,7 +267,8 @@ def claim_step(
 ) -> Transition:
     """pending → running for exactly one delivery of the step's message."""
     return _transition(
-        s, run_id, t.Claim(step_index, attempt), worker=worker, lease_seconds=lease_seconds
+        s, run_id, t.Claim(step_index, attempt), worker=worker, lease_seconds=lease_seconds,
+        steps_upto=step_index,
     )
 
 
@@ -369,8 +373,11 @@ def _run_state(run: RunRecord, steps: list[StepRecord]) -> t.RunState:
     return t.RunState(run.status, run.current_step, [_step_state(st) for st in steps])
 
 
-def load_run(s: Session, run_id: int, lock: bool = False) -> tuple[RunRecord, list[StepRecord]]:
-    """The run and its steps; with `lock`, the run row is locked first.
+def load_run(
+    s: Session, run_id: int, lock: bool = False, steps_upto: int | None = None
+) -> tuple[RunRecord, list[StepRecord]]:
+    """The run and its steps (those up to `steps_upto`, if given); with `lock`, the run
+    row is locked first.
 
     Two queries on purpose: a join locking only the run would, after waiting for the
     lock, still return the step rows as they were before the wait (PostgreSQL re-reads
@@ -382,7 +389,10 @@ def load_run(s: Session, run_id: int, lock: bool = False) -> tuple[RunRecord, li
     if row is None:
         raise NotFound(f"run {run_id} not found")
     run = RunRecord(dict(zip(found.keys(), row, strict=True)))
-    found = conn.execute(_STEPS, {"run_id": run_id})
+    if steps_upto is None:
+        found = conn.execute(_STEPS, {"run_id": run_id})
+    else:
+        found = conn.execute(_STEPS_UPTO, {"run_id": run_id, "upto": steps_upto})
     keys = tuple(found.keys())
     return run, [StepRecord(dict(zip(keys, st, strict=True))) for st in found.all()]
 
@@ -396,8 +406,9 @@ def _transition(
     worker: str | None = None,
     lease_seconds: float = 0.0,
     continue_as: str | None = None,
+    steps_upto: int | None = None,
 ) -> Transition:
-    run, steps = load_run(s, run_id, lock=True)
+    run, steps = load_run(s, run_id, lock=True, steps_upto=steps_upto)
     decision = t.decide(_run_state(run, steps), proposal)
     if not decision.accepted:
         return Transition(decision, run, steps)

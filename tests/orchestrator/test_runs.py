@@ -71,6 +71,20 @@ def test_a_step_completes_when_its_session_ended_not_when_that_was_written(sessi
     assert late.steps[1].completed_at == late.steps[1].started_at
 
 
+def test_a_claim_reads_only_the_steps_up_to_the_one_it_claims(session):
+    tr = make_run(session, n=4)
+    rid = tr.run.id
+    first = runs.claim_step(session, rid, 0, 1, "w1", 30)
+    assert [st.step_index for st in first.steps] == [0]
+    runs.resolve_step(session, rid, t.Resolve(True, 0, 1, allow_pending=False),
+                      runs.StepResult(output="zero"))
+    second = runs.claim_step(session, rid, 1, 1, "w1", 30)
+    assert [st.step_index for st in second.steps] == [0, 1]
+    assert second.steps[0].output == "zero"  # what the claimed step's prompt may use
+    _, steps = runs.load_run(session, rid)
+    assert [st.status for st in steps] == ["completed", "running", "pending", "pending"]
+
+
 def test_redelivered_claim_is_refused_and_writes_nothing(session):
     tr = make_run(session, n=2)
     assert runs.claim_step(session, tr.run.id, 0, 1, "w1", 30).accepted
