@@ -7,7 +7,6 @@ message, a session to cancel) are dispatched only after that transaction commits
 from __future__ import annotations
 
 from flask import Blueprint, current_app, g, request
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from api.audit import audited, note_target, run_action
@@ -16,7 +15,6 @@ from api.errors import ApiError
 from api.schemas import AdvanceRun, CancelRun, StartRun, json_body, parse_id, run_json
 from orchestrator import db, idempotency, runs
 from orchestrator import transitions as t
-from orchestrator.models import PipelineRun, RunStep
 
 bp = Blueprint("runs", __name__, url_prefix="/api/pipelines/run")
 
@@ -31,31 +29,18 @@ def dispatch(effects) -> None:
 @require("viewer")
 def list_runs():
     args = request.args
-    with db.session() as s:
-        if "id" in args:
+    if "id" in args:
+        with db.read_session() as s:
             run, steps = runs.load_run(s, parse_id(args["id"], "id"))
-            return {"run": run_json(run, steps)}
-        limit = _limit(args.get("limit"))
-        query = select(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit)
-        if "pipeline_id" in args:
-            query = query.where(
-                PipelineRun.pipeline_id == parse_id(args["pipeline_id"], "pipeline_id")
-            )
-        if "status" in args:
-            status = args["status"]
-            if status not in t.RUN_STATUSES:
-                raise ApiError(400, f"status must be one of {', '.join(t.RUN_STATUSES)}")
-            query = query.where(PipelineRun.status == status)
-        found = list(s.scalars(query))
-        by_run: dict[int, list[RunStep]] = {r.id: [] for r in found}
-        if found:
-            for step in s.scalars(
-                select(RunStep)
-                .where(RunStep.run_id.in_(by_run))
-                .order_by(RunStep.run_id, RunStep.step_index)
-            ):
-                by_run[step.run_id].append(step)
-        return {"runs": [run_json(r, by_run[r.id]) for r in found]}
+        return {"run": run_json(run, steps)}
+    limit = _limit(args.get("limit"))
+    pipeline_id = parse_id(args["pipeline_id"], "pipeline_id") if "pipeline_id" in args else None
+    status = args.get("status")
+    if status is not None and status not in t.RUN_STATUSES:
+        raise ApiError(400, f"status must be one of {', '.join(t.RUN_STATUSES)}")
+    with db.read_session() as s:
+        listed = runs.recent_runs(s, limit, pipeline_id, status)
+    return {"runs": [run_json(run, steps) for run, steps in listed]}
 
 
 def _limit(raw: str | None) -> int:

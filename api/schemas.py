@@ -23,7 +23,8 @@ from pydantic import (
 
 from api.errors import ApiError
 from orchestrator.catalog import StepView
-from orchestrator.models import Pipeline, PipelineRun, RunStep, WorkflowTemplate
+from orchestrator.models import Pipeline, WorkflowTemplate
+from orchestrator.runs import RunRecord, StepRecord
 from orchestrator.transitions import ON_FAILURE, RUN_IF
 
 MAX_ID = 2**31 - 1
@@ -225,7 +226,7 @@ def pipeline_json(p: Pipeline, steps: list[StepView] | None = None) -> dict[str,
     }
 
 
-def step_json(st: RunStep) -> dict[str, Any]:
+def step_json(st: StepRecord) -> dict[str, Any]:
     return {
         "step_index": st.step_index,
         "template_id": st.template_id,
@@ -244,7 +245,7 @@ def step_json(st: RunStep) -> dict[str, Any]:
     }
 
 
-def run_json(run: PipelineRun, steps: list[RunStep]) -> dict[str, Any]:
+def run_json(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
     return {
         "id": run.id,
         "pipeline_id": run.pipeline_id,

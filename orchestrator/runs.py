@@ -21,6 +21,7 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     Integer,
+    Select,
     String,
     Update,
     and_,
@@ -111,6 +112,11 @@ _RUN = select(RUNS).where(RUNS.c.id == bindparam("run_id"))
 _RUN_LOCKED = _RUN.with_for_update()
 _STEPS = select(STEPS).where(STEPS.c.run_id == bindparam("run_id")).order_by(STEPS.c.step_index)
 _STEPS_UPTO = _STEPS.where(STEPS.c.step_index <= bindparam("upto"))
+_STEPS_OF_RUNS = (
+    select(STEPS)
+    .where(STEPS.c.run_id.in_(bindparam("run_ids", expanding=True)))
+    .order_by(STEPS.c.run_id, STEPS.c.step_index)
+)
 # No .values(): the SET clause is the columns named in the parameters, i.e. the changes.
 _UPDATE_RUN = update(RUNS).where(RUNS.c.id == bindparam("run_key"))
 _UPDATE_STEP = update(STEPS).where(STEPS.c.id == bindparam("step_key"))
@@ -395,6 +401,35 @@ def load_run(
         found = conn.execute(_STEPS_UPTO, {"run_id": run_id, "upto": steps_upto})
     keys = tuple(found.keys())
     return run, [StepRecord(dict(zip(keys, st, strict=True))) for st in found.all()]
+
+
+def recent_runs(
+    s: Session, limit: int, pipeline_id: int | None = None, status: str | None = None
+) -> list[tuple[RunRecord, list[StepRecord]]]:
+    """The newest runs, of one pipeline and/or in one status if given, with their steps."""
+    conn = s.connection()
+    found = conn.execute(_recent_runs(pipeline_id is not None, status is not None),
+                         {"limit": limit, "pipeline_id": pipeline_id, "status": status})
+    keys = tuple(found.keys())
+    listed = [RunRecord(dict(zip(keys, row, strict=True))) for row in found.all()]
+    by_run: dict[int, list[StepRecord]] = {run.id: [] for run in listed}
+    if listed:
+        found = conn.execute(_STEPS_OF_RUNS, {"run_ids": list(by_run)})
+        keys = tuple(found.keys())
+        for row in found.all():
+            step = StepRecord(dict(zip(keys, row, strict=True)))
+            by_run[step.run_id].append(step)
+    return [(run, by_run[run.id]) for run in listed]
+
+
+@cache
+def _recent_runs(by_pipeline: bool, by_status: bool) -> Select:
+    query = select(RUNS).order_by(RUNS.c.id.desc()).limit(bindparam("limit"))
+    if by_pipeline:
+        query = query.where(RUNS.c.pipeline_id == bindparam("pipeline_id"))
+    if by_status:
+        query = query.where(RUNS.c.status == bindparam("status"))
+    return query
 
 
 def _transition(

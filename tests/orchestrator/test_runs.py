@@ -245,3 +245,17 @@ def test_a_failed_or_last_step_claims_nothing(session):
     runs.claim_step(session, tr.run.id, 0, 1, "w1", 30)
     failed = runs.resolve_step(session, tr.run.id, t.Resolve(False, 0, 1), continue_as="w1")
     assert failed.claimed_next is None and failed.run.status == "failed"
+
+
+def test_recent_runs_newest_first_filtered_with_their_steps(session):
+    a, b = make_pipeline(session, n=2), make_pipeline(session, n=3)
+    ids = [runs.start_run(session, p.id, "me").run.id for p in (a, b, a, b)]
+    runs.cancel_run(session, ids[2])
+    assert [r.id for r, _ in runs.recent_runs(session, 3)] == ids[::-1][:3]
+    of_a = runs.recent_runs(session, 10, pipeline_id=a.id)
+    assert [r.id for r, _ in of_a] == [ids[2], ids[0]]
+    assert [[st.step_index for st in steps] for _, steps in of_a] == [[0, 1], [0, 1]]
+    cancelled = runs.recent_runs(session, 10, pipeline_id=a.id, status="cancelled")
+    assert [(r.id, [st.status for st in steps]) for r, steps in cancelled] == [
+        (ids[2], ["skipped", "skipped"])]
+    assert runs.recent_runs(session, 10, pipeline_id=b.id, status="cancelled") == []
