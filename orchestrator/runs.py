@@ -250,8 +250,10 @@ def start_run(
     keys = tuple(found.keys())
     steps = sorted((StepRecord(dict(zip(keys, st, strict=True))) for st in found.all()),
                    key=lambda st: st.step_index)
-    if [st.step_index for st in steps] != list(range(len(steps))) or not steps:
-        raise RuntimeError(f"pipeline {pipeline_id} has no steps or gaps in their positions")
+    if not steps:  # deleted after the run row was read from it (the rollback undoes it)
+        raise NotFound(f"pipeline {pipeline_id} not found")
+    if [st.step_index for st in steps] != list(range(len(steps))):
+        raise RuntimeError(f"pipeline {pipeline_id} has gaps in its step positions")
     decision = t.plan_start([_step_state(st) for st in steps])
     if not decision.enqueue:
         run.step_due_at = None  # no step to run: the run ends at once

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from orchestrator import db, runs
 from orchestrator import transitions as t
 from orchestrator.effects import CancelSession, RunStepMessage
-from orchestrator.models import Pipeline, RunEvent, RunStep, WorkflowTemplate
+from orchestrator.models import Pipeline, PipelineRun, RunEvent, RunStep, WorkflowTemplate
 from tests.factories import make_pipeline, make_run, make_template
 
 
@@ -25,6 +25,17 @@ def test_start_snapshots_steps_counts_use_and_enqueues_the_first(session):
     assert (pipeline.use_count, pipeline.runs_total, pipeline.runs_running) == (1, 1, 1)
     tpl = session.get(WorkflowTemplate, pipeline.steps[0].template_id)
     assert tpl.use_count == 1 and tpl.last_used_at is not None
+
+
+def test_a_pipeline_whose_steps_are_gone_is_not_found_and_no_run_is_left(session):
+    # As when the pipeline is deleted between the start's two INSERTs.
+    bare = Pipeline(name="no steps any more")
+    session.add(bare)
+    session.flush()
+    runs_before = session.scalar(select(func.count()).select_from(PipelineRun))
+    with pytest.raises(runs.NotFound), session.begin_nested():
+        runs.start_run(session, bare.id, "alice")
+    assert session.scalar(select(func.count()).select_from(PipelineRun)) == runs_before
 
 
 def test_snapshot_is_unchanged_by_later_template_edits(session):
