@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import require
 from api.errors import ApiError
-from api.schemas import epoch, parse_id
+from api.schemas import epoch, parse_id, parse_json
 from orchestrator import audit
 from orchestrator.models import ApiKey, Pipeline, PipelineRun, WorkflowTemplate
 
@@ -66,7 +66,7 @@ def run_action(body: dict[str, Any]) -> str | None:
 
 
 def _body() -> dict[str, Any]:
-    data = request.get_json(silent=True, force=True) if request.content_length != 0 else None
+    data = parse_json(request.get_data(cache=True)) if request.content_length != 0 else None
     return data if isinstance(data, dict) else {}
 
 
@@ -169,6 +169,6 @@ def list_audit():
 def _int_arg(raw: str | None, name: str, default: int, low: int, high: int) -> int:
     if raw is None:
         return default
-    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.strip().isdigit()) or not low <= int(raw) <= high:
         raise ApiError(400, f"{name} must be an integer from {low} to {high}")
     return int(raw)

@@ -15,7 +15,7 @@ from flask import Blueprint, current_app, request
 from pydantic import StrictBool, StrictStr
 
 from api.errors import ApiError
-from api.schemas import Strict, json_body, step_json
+from api.schemas import MAX_ID, Strict, json_body, step_json
 from orchestrator import callbacks, db
 from orchestrator.executor import truncate
 
@@ -32,7 +32,10 @@ class CallbackBody(Strict):
     usage: dict[str, Any] | None = None
 
 
-@bp.post("/<int:run_id>/<int:step_index>/<int:attempt>")
+_ID = f"int(max={MAX_ID})"  # an id past any stored one is simply unknown: 404, not 500
+
+
+@bp.post(f"/<{_ID}:run_id>/<{_ID}:step_index>/<{_ID}:attempt>")
 def step_callback(run_id: int, step_index: int, attempt: int):
     secret = request.args.get("secret", "")
     settings = current_app.config["SETTINGS"]

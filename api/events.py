@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.auth import authenticate, presented_key
 from api.errors import ApiError
-from api.schemas import parse_id
+from api.schemas import MAX_ID, parse_id
 from orchestrator import db
 from orchestrator.models import Pipeline, PipelineRun, RunEvent
 
@@ -77,7 +77,7 @@ class Position:
             holes = [int(i) for i in tail.split(",")] if tail else []
         except ValueError:
             raise ApiError(400, f"Last-Event-ID {raw!r} is not an event position") from None
-        if cursor < 0 or any(not 0 < i < cursor for i in holes):
+        if not 0 <= cursor <= MAX_ID or any(not 0 < i < cursor for i in holes):
             raise ApiError(400, f"Last-Event-ID {raw!r} is not an event position")
         return cls(cursor, {i: now for i in holes[-MAX_HOLES:]})
 
@@ -148,7 +148,7 @@ def _start_position(now: float) -> tuple[Position, bool]:
         return Position.parse(resume, now), False
     if "after" in request.args:
         raw = request.args["after"].strip()
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_ID:
             raise ApiError(400, "after must be an event id (a whole number)")
         return Position(int(raw)), False
     with db.read_session() as s:

@@ -15,6 +15,7 @@ from api.errors import ApiError
 from api.schemas import AdvanceRun, CancelRun, StartRun, json_body, parse_id, run_json
 from orchestrator import db, idempotency, runs
 from orchestrator import transitions as t
+from orchestrator.executor import truncate
 
 bp = Blueprint("runs", __name__, url_prefix="/api/pipelines/run")
 
@@ -115,7 +116,9 @@ def _advance(body: AdvanceRun):
     if not body.success and not error:
         error = f"marked failed by {g.identity.name}"
     proposal = t.Resolve(body.success, body.step_index, None, allow_pending=True)
-    result = runs.StepResult(error=None if body.success else error, output=body.output)
+    output, truncated = truncate(body.output, current_app.config["SETTINGS"].output_max_chars)
+    result = runs.StepResult(error=None if body.success else error, output=output,
+                             output_truncated=truncated)
     with db.session() as s:
         tr = runs.resolve_step(s, body.run_id, proposal, result)
         if not tr.accepted:

@@ -6,6 +6,7 @@ integers or numeric strings. `template_name` in pipeline steps is ignored on inp
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from flask import request
@@ -85,7 +86,9 @@ class TemplateFields(Strict):
         """The columns to write: only what the request sent (task_prompt means prompt)."""
         out = {k: getattr(self, k) for k in sent if k in type(self).model_fields}
         if "task_prompt" in out:
-            out["prompt"] = out.pop("task_prompt")
+            task_prompt = out.pop("task_prompt")
+            if task_prompt is not None or "prompt" not in out:
+                out["prompt"] = task_prompt
         required_not_null = {"name", "model", "prompt", "parameters", "timeout_seconds",
                              "agent", "tags", "retries", "retry_backoff_seconds"}
         for key in required_not_null & out.keys():
@@ -156,12 +159,36 @@ def json_body() -> dict[str, Any]:
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise ApiError(400, "body required: send a JSON object")
-    data = request.get_json(silent=True, force=True)
+    data = parse_json(raw)
     if data is None:
         raise ApiError(400, "body is not valid JSON")
     if not isinstance(data, dict):
         raise ApiError(400, "body must be a JSON object")
+    if _has_nul(data):  # PostgreSQL stores no NUL character in text or JSON
+        raise ApiError(400, "body may not contain the NUL character (\\u0000)")
     return data
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON (no NaN or Infinity, which no JSON reader accepts back), or None."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 # -- responses ----------------------------------------------------------------------

@@ -90,6 +90,35 @@ def test_malformed_or_missing_body_is_400(api, unchanged, raw, path):
     expect(resp, 400, "body required" if not raw else "")
 
 
+# Bodies PostgreSQL cannot store (NUL), JSON no reader takes back (NaN), and nesting that
+# overflows Python's parser: each a 400 that says so, never a 500.
+UNSTORABLE = [
+    (b'{"name": "a\\u0000b", "prompt": "p"}', "NUL"),
+    (b'{"name": "n", "prompt": "p", "parameters": {"k": ["\\u0000"]}}', "NUL"),
+    (b'{"name": "n", "prompt": "p", "parameters": {"t": NaN}}', "not valid JSON"),
+    (b'{"name": "n", "prompt": "p", "parameters": {"t": -Infinity}}', "not valid JSON"),
+    (b"[" * 100_000, "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize(("raw", "says"), UNSTORABLE)
+@pytest.mark.parametrize("path", ["/api/workflows", RUN])
+def test_bodies_that_cannot_be_stored_are_400(api, unchanged, raw, says, path):
+    expect(api.call("POST", path, data=raw, headers={"Content-Type": "application/json"}),
+           400, says)
+
+
+def test_ids_and_cursors_past_any_stored_one_are_refused_cleanly(api, unchanged):
+    huge = "99999999999999999999"
+    refused = api.call("POST", f"/api/callbacks/{huge}/0/1?secret=x", {"success": True},
+                       key="")
+    expect(refused, 404)
+    expect(api.call("GET", "/api/audit?limit=\u00b2"), 400, "limit")
+    expect(api.call("GET", "/api/events?after=\u00b2"), 400, "after")
+    expect(api.call("GET", f"/api/events?after={huge}"), 400, "after")
+    expect(api.call("GET", "/api/events", headers={"Last-Event-ID": huge}), 400, "Last-Event-ID")
+
+
 @pytest.mark.parametrize("path", ["/api/workflows", "/api/pipelines"])
 def test_delete_without_body_says_body_required(api, unchanged, fixtures, path):
     expect(api.call("DELETE", path), 400, "body required")
@@ -232,6 +261,9 @@ def test_update_template_and_pipeline(api):
                                                "tags": ["a"]})["template"]
     assert updated["prompt"] == "second" and updated["tags"] == ["a"]
     assert updated["name"] == tpl["name"]
+    both = api.ok("PUT", "/api/workflows", {"id": tpl["id"], "prompt": "third",
+                                            "task_prompt": None})["template"]
+    assert both["prompt"] == both["task_prompt"] == "third"
     other = api.template("x", agent="echo")
     pipeline = api.pipeline(tpl["id"], tpl["id"])
     changed = api.ok("PUT", "/api/pipelines", {
@@ -241,6 +273,17 @@ def test_update_template_and_pipeline(api):
     assert changed["name"] == "renamed"
     assert [(s["template_name"], s["on_failure"]) for s in changed["steps"]] == [
         (other["name"], "continue"), (tpl["name"], "stop"), (other["name"], "stop")]
+
+
+def test_an_advance_keeps_the_last_output_max_chars_of_its_output(api, fixtures):
+    rid = api.start(fixtures["pipeline"]["id"])["id"]
+    api.wait_step(rid, 0, "running")
+    output = "x" * 65536 + "the conclusion"  # OUTPUT_MAX_CHARS is 65536 here
+    done = api.ok("POST", RUN, {"action": "advance", "run_id": rid, "success": True,
+                                "output": output}, 202)["run"]["steps_snapshot"][0]
+    assert done["output_truncated"] is True
+    assert len(done["output"]) == 65536 and done["output"].endswith("the conclusion")
+    api.ok("POST", RUN, {"action": "cancel", "run_id": rid}, 202)
 
 
 def test_revoked_key_stops_working_within_the_cache_time(api):
