@@ -153,6 +153,7 @@ def _race(n: int, action) -> list[runs.Transition]:
         th.start()
     for th in threads:
         th.join()
+    assert len(results) == n, "a racer raised instead of being accepted or refused"
     return results
 
 
