@@ -90,7 +90,10 @@ def get_runtime(profile: Profile) -> Runtime:
             f"agent profile {profile.name!r} names unknown runtime {profile.runtime!r} "
             f"(known: {', '.join(runtime_names())})"
         ) from None
-    return factory(profile)
+    try:
+        return factory(profile)
+    except (TypeError, ValueError, AttributeError) as exc:  # an option of the wrong shape
+        raise SpawnError(f"agent profile {profile.name!r} is misconfigured: {exc}") from exc
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -7,8 +7,8 @@ import dataclasses
 from orchestrator import db, runs
 from orchestrator.effects import Recorder, RunStepMessage
 from orchestrator.executor import Executor
-from orchestrator.profiles import load_profiles
-from tests.factories import make_run
+from orchestrator.profiles import Profile, load_profiles
+from tests.factories import make_pipeline, make_run, make_template
 
 
 def executor(settings, chain_steps: int) -> tuple[Executor, Recorder]:
@@ -53,3 +53,18 @@ def test_without_chaining_every_step_is_a_message(settings):
     rid = new_run(3)
     ex.run_step(rid, 0, 1)
     assert sent.effects == [RunStepMessage(rid, 1, 1)]
+
+
+def test_a_misconfigured_profile_fails_its_step_with_a_readable_error(settings):
+    profiles = {**load_profiles(None), "broken": Profile(
+        "broken", "command", {"argv": ["true"], "kill_grace_seconds": "5s"})}
+    ex = Executor(settings, profiles, Recorder(), "test:1")
+    with db.session() as s:
+        tpl = make_template(s, agent="broken")
+        rid = make_run(s, make_pipeline(s, templates=[tpl, make_template(s)])).run.id
+    assert ex.run_step(rid, 0, 1) == "spawn-failed"
+    with db.session() as s:
+        run, steps = runs.load_run(s, rid)
+    assert run.status == "failed" and steps[0].status == "failed"
+    assert "agent profile 'broken' is misconfigured" in steps[0].error
+    assert "'5s'" in steps[0].error  # what was wrong with it
