@@ -19,7 +19,7 @@ from orchestrator.config import Settings
 def main() -> None:
     """Pipeline Orchestrator: multi-step agent pipelines that advance by themselves."""
     settings = Settings.from_env()
-    logs.configure(os.environ.get("LOG_LEVEL", "INFO"), settings.log_format,
+    logs.configure(_log_level(), settings.log_format,
                    logs.secrets_of(settings))
 
 
@@ -74,12 +74,13 @@ def up(host: str, port: int, concurrency: int) -> None:
     threading.Thread(target=_sweep_forever, args=(tasks.executor, settings),
                      name="sweeper", daemon=True).start()
     click.echo(f"Pipeline Orchestrator on http://{host}:{port} "
-               f"(database {_safe_url(settings.database_url)}, broker {settings.broker_url})")
+               f"(database {_safe_url(settings.database_url)}, "
+               f"broker {_safe_url(settings.broker_url)})")
     celery.Worker(
         pool="threads",
         concurrency=concurrency,
         queues=[settings.queue, control_queue(settings)],
-        loglevel=os.environ.get("LOG_LEVEL", "INFO"),
+        loglevel=_log_level(),
         without_mingle=True,
         without_gossip=True,
     ).start()
@@ -120,7 +121,7 @@ def api(host: str, port: int, workers: int) -> None:
         # longer than clients and proxies keep idle connections, so that gunicorn never
         # closes one just as a client reuses it
         "--keep-alive", "75",
-        "--logger-class", "api.gunicorn_logger.Logger",
+        "--logger-class", "api.gunicorn_logger.Logger", "--log-level", _log_level().lower(),
     ])
 
 
@@ -132,7 +133,7 @@ def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
     from worker.app import celery, control_queue
 
     settings = Settings.from_env()
-    argv = ["worker", "-Q", f"{settings.queue},{control_queue(settings)}", "--loglevel", "INFO"]
+    argv = ["worker", "-Q", f"{settings.queue},{control_queue(settings)}", "--loglevel", _log_level()]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     celery.worker_main(argv + list(celery_args))
@@ -144,7 +145,12 @@ def beat(celery_args: tuple[str, ...]) -> None:
     """Celery beat: schedules the sweeper (production; run exactly one)."""
     from worker.app import celery
 
-    celery.start(["beat", "--loglevel", "INFO", *celery_args])
+    celery.start(["beat", "--loglevel", _log_level(), *celery_args])
+
+
+def _log_level() -> str:
+    """LOG_LEVEL, for every command (Celery and gunicorn set their own otherwise)."""
+    return os.environ.get("LOG_LEVEL", "INFO").upper()
 
 
 def _safe_url(url: str) -> str:

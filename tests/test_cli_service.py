@@ -29,3 +29,19 @@ def test_keys_create_prints_a_key_that_works_with_its_role(stack, api, database_
     assert api.call("GET", "/api/keys", key=key).status_code == 403
     bad = run_cli(database_url, "keys", "create", "--name", "x", "--role", "root")
     assert bad.returncode != 0 and "root" in bad.stderr
+
+
+def test_worker_and_beat_log_at_log_level(monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.main import main
+    from worker.app import celery
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(celery, "worker_main", lambda argv: seen.append(argv))
+    monkeypatch.setattr(celery, "start", lambda argv: seen.append(argv))
+    runner = CliRunner(env={"LOG_LEVEL": "warning"})
+    for command in ("worker", "beat"):
+        assert runner.invoke(main, [command]).exit_code == 0
+    assert [argv[argv.index("--loglevel") + 1] for argv in seen] == ["WARNING", "WARNING"]
+
