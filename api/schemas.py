@@ -26,7 +26,7 @@ from api.errors import ApiError
 from orchestrator.catalog import StepView
 from orchestrator.models import Pipeline, WorkflowTemplate
 from orchestrator.runs import RunRecord, StepRecord
-from orchestrator.transitions import ON_FAILURE, RUN_IF
+from orchestrator.transitions import MAX_STEPS, MIN_STEPS, ON_FAILURE, RUN_IF
 
 MAX_ID = 2**31 - 1
 
@@ -117,7 +117,7 @@ class StepIn(Strict):
     run_if: Literal[RUN_IF] = "on_success"  # type: ignore[valid-type]
 
 
-Steps = Annotated[list[StepIn], Field(min_length=2, max_length=50)]
+Steps = Annotated[list[StepIn], Field(min_length=MIN_STEPS, max_length=MAX_STEPS)]
 
 
 class PipelineCreate(Strict):

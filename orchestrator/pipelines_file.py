@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from orchestrator.transitions import MAX_STEPS, MIN_STEPS
+
 TEMPLATE_DEFAULTS: dict[str, Any] = {
     "description": None,
     "model": "sonnet",
@@ -91,7 +93,8 @@ def _list(data: dict[str, Any], key: str, where: str) -> list[Any]:
 
 
 def _no_unknown(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    unknown = sorted(set(data) - set(allowed))
+    # YAML keys need not be strings (a bare `on:` is True): show each as it was read.
+    unknown = sorted(str(key) for key in set(data) - set(allowed))
     if unknown:
         raise FileError(f"{where}: unknown field(s) {', '.join(unknown)}; "
                         f"allowed: {', '.join(allowed)}")
@@ -133,6 +136,8 @@ def _pipeline(data: Any, where: str) -> dict[str, Any]:
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
         raise FileError(f"{where} ({name}): `steps` must be a list of templates")
+    if not MIN_STEPS <= len(steps) <= MAX_STEPS:  # refused here, before anything is written
+        raise FileError(f"{where} ({name}): a pipeline has {MIN_STEPS} to {MAX_STEPS} steps")
     out = []
     for i, step in enumerate(steps):
         if isinstance(step, str):

@@ -31,6 +31,10 @@ RUN_IF = ("on_success", "on_failure", "always")
 
 CANCELLED_ERROR = "cancelled"
 
+# How many steps a pipeline has (SPEC §2).
+MIN_STEPS = 2
+MAX_STEPS = 50
+
 
 class Verdict(Enum):
     ACCEPT = "accept"

@@ -23,9 +23,12 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
     ("templates: [{name: a}]", "`prompt` (a non-empty string) is required"),
     ("templates: [{name: a, prompt: p, colour: red}]", "unknown field(s) colour"),
     ("templates: [{name: a, prompt: p}, {name: a, prompt: q}]", "template 'a' appears twice"),
-    ("pipelines: [{name: p, steps: [{template: a, on_failure: maybe_not, x: 1}]}]",
+    ("pipelines: [{name: p, steps: [a, {template: a, on_failure: maybe_not, x: 1}]}]",
      "unknown field(s) x"),
+    ("pipelines: [{name: p, steps: [a, {template: a, on: failure}]}]",
+     "unknown field(s) True"),  # YAML reads a bare `on` as true
     ("pipelines: [{name: p}]", "`steps` must be a list"),
+    ("pipelines: [{name: p, steps: [a]}]", "a pipeline has 2 to 50 steps"),
     ("templates: {a: 1}", "`templates` must be a list"),
     ("templates: [", "not valid YAML"),
 ])
