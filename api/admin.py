@@ -54,7 +54,7 @@ def agents():
 @bp.get("/keys")
 @require("admin")
 def list_keys():
-    with db.session() as s:
+    with db.read_session() as s:
         return {"keys": [key_json(k) for k in s.scalars(select(ApiKey).order_by(ApiKey.id))]}
 
 

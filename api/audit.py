@@ -161,7 +161,7 @@ def list_audit():
     if target_type is not None and target_type not in TARGETS:
         raise ApiError(400, f"target_type must be one of {', '.join(TARGETS)}")
     target_id = parse_id(args["target_id"], "target_id") if "target_id" in args else None
-    with db.session() as s:
+    with db.read_session() as s:
         entries = audit.recent(s, limit, before, target_type, target_id)
         return {"entries": [entry_json(e) for e in entries]}
 

@@ -40,7 +40,7 @@ def authenticate(key: str | None = None) -> Identity:
     cached = _known.get(digest)
     if cached is not None and cached[1] > time.monotonic():
         return cached[0]
-    with db.session() as s:
+    with db.read_session() as s:
         identity = identify(s, key, current_app.config["SETTINGS"].api_key)
     if identity is None:
         raise ApiError(401, "invalid API key")

@@ -20,7 +20,7 @@ def healthz():
 def readyz():
     problems = []
     try:
-        with db.session() as s:
+        with db.read_session() as s:
             s.execute(text("SELECT 1"))
     except Exception as exc:  # any failure means not ready; say which
         problems.append(f"database: {type(exc).__name__}")

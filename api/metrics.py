@@ -64,7 +64,7 @@ class StateCollector:
 
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
-        with db.session() as s:
+        with db.read_session() as s:
             pipelines = s.execute(select(
                 Pipeline.id, Pipeline.name, Pipeline.runs_total, Pipeline.runs_completed,
                 Pipeline.runs_failed, Pipeline.runs_running,

@@ -16,7 +16,7 @@ bp = Blueprint("pipelines", __name__, url_prefix="/api/pipelines")
 @bp.get("")
 @require("viewer")
 def list_pipelines():
-    with db.session() as s:
+    with db.read_session() as s:
         return {"pipelines": [pipeline_json(p, steps) for p, steps in catalog.list_pipelines(s)]}
 
 

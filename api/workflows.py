@@ -25,7 +25,7 @@ def check_agent(fields: dict) -> None:
 @bp.get("")
 @require("viewer")
 def list_templates():
-    with db.session() as s:
+    with db.read_session() as s:
         return {"templates": [template_json(t) for t in catalog.list_templates(s)]}
 
 

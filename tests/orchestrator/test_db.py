@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 import psycopg
 import pytest
@@ -77,3 +78,29 @@ def test_a_connection_back_from_a_transaction_a_moment_ago_is_used_without_a_pin
         assert _backend_pid(engine) != dead
     finally:
         engine.dispose()
+
+
+def test_the_api_answers_reads_while_a_writer_holds_the_lock(sqlite_db):
+    from api import create_app
+
+    key = "k" * 40
+    app = create_app({"database_url": f"sqlite:///{sqlite_db}", "broker_url": "memory://",
+                      "api_key": key, "rate_limit": 0})
+    client = app.test_client()
+    paths = ["/api/workflows", "/api/pipelines", "/api/pipelines/run", "/api/keys",
+             "/api/audit", "/readyz"]
+    answers: dict[str, int] = {}
+
+    def read() -> None:
+        for path in paths:
+            answers[path] = client.get(path, headers={"x-api-key": key}).status_code
+
+    writer = other_writer(sqlite_db)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(10)  # a read that waited for the write lock would wait 30 s
+        assert answers == dict.fromkeys(paths, 200)
+    finally:
+        writer.execute("ROLLBACK")
