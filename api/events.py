@@ -37,8 +37,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.auth import authenticate, presented_key
 from api.errors import ApiError
 from api.schemas import MAX_ID, parse_id
-from orchestrator import db
-from orchestrator.models import Pipeline, PipelineRun, RunEvent
+from orchestrator import db, runs
+from orchestrator.models import PipelineRun, RunEvent
 
 log = logging.getLogger("orchestrator.api.events")
 
@@ -131,12 +131,7 @@ def _filter() -> Filter:
     with db.read_session() as s:
         if run_id is not None and s.get(PipelineRun, run_id) is None:
             raise ApiError(404, f"run {run_id} not found")
-        # A deleted pipeline's runs are kept, so its id is still a valid filter.
-        if pipeline_id is not None and (
-            s.get(Pipeline, pipeline_id) is None
-            and s.scalar(select(PipelineRun.id).where(PipelineRun.pipeline_id == pipeline_id).limit(1))
-            is None
-        ):
+        if pipeline_id is not None and not runs.pipeline_known(s, pipeline_id):
             raise ApiError(404, f"pipeline {pipeline_id} not found")
     return Filter(run_id, pipeline_id)
 

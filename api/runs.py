@@ -41,6 +41,8 @@ def list_runs():
         raise ApiError(400, f"status must be one of {', '.join(t.RUN_STATUSES)}")
     with db.read_session() as s:
         listed = runs.recent_runs(s, limit, pipeline_id, status)
+        if not listed and pipeline_id is not None and not runs.pipeline_known(s, pipeline_id):
+            raise ApiError(404, f"pipeline {pipeline_id} not found")
     return {"runs": [run_json(run, steps) for run, steps in listed]}
 
 

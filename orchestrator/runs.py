@@ -424,6 +424,15 @@ def recent_runs(
     return [(run, by_run[run.id]) for run in listed]
 
 
+def pipeline_known(s: Session, pipeline_id: int) -> bool:
+    """True if the pipeline exists, or runs of it do (a deleted pipeline's runs are kept,
+    so its id is still a valid filter)."""
+    conn = s.connection()
+    return (conn.execute(select(PIPELINES.c.id).where(PIPELINES.c.id == pipeline_id)).first()
+            or conn.execute(select(RUNS.c.id).where(RUNS.c.pipeline_id == pipeline_id)
+                            .limit(1)).first()) is not None
+
+
 @cache
 def _recent_runs(by_pipeline: bool, by_status: bool) -> Select:
     query = select(RUNS).order_by(RUNS.c.id.desc()).limit(bindparam("limit"))

@@ -146,6 +146,7 @@ def test_unknown_ids_are_404(api, unchanged):
     expect(api.call("PUT", "/api/pipelines", {"id": 999999, "name": "x"}), 404)
     expect(api.call("DELETE", "/api/pipelines", {"id": 999999}), 404)
     expect(api.call("GET", "/api/pipelines/run?id=999999"), 404)
+    expect(api.call("GET", "/api/pipelines/run?pipeline_id=999999"), 404, "pipeline")
     expect(api.call("POST", RUN, {"action": "start", "pipeline_id": 999999}), 404)
     expect(api.call("POST", RUN, {"action": "advance", "run_id": 999999, "success": True}), 404)
     expect(api.call("POST", RUN, {"action": "cancel", "run_id": 999999}), 404)
@@ -250,6 +251,8 @@ def test_deleting_a_pipeline_keeps_its_runs(api):
     assert api.ok("DELETE", "/api/pipelines", {"id": pipeline["id"]}) == {"success": True}
     kept = api.run(run["id"])
     assert kept["pipeline_name"] == "short-lived" and kept["pipeline_id"] == pipeline["id"]
+    listed = api.ok("GET", f"/api/pipelines/run?pipeline_id={pipeline['id']}")["runs"]
+    assert [r["id"] for r in listed] == [run["id"]]  # still a valid filter
     assert api.call("DELETE", "/api/pipelines", {"id": pipeline["id"]}).status_code == 404
     # its templates are free again
     assert api.ok("DELETE", "/api/workflows", {"id": echo}) == {"success": True}
