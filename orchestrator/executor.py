@@ -246,7 +246,7 @@ class Executor:
         result = runs.StepResult(
             error=None if outcome.success else (outcome.error or "failed"),
             output=output,
-            output_truncated=truncated,
+            output_truncated=truncated or outcome.output_truncated,
             usage=outcome.usage,
             spawn_id=spawn_id,
             ended_at=ended_at,

@@ -41,6 +41,7 @@ class Outcome:
     output: str | None = None
     error: str | None = None
     usage: dict[str, Any] | None = None
+    output_truncated: bool = False  # the runtime kept only part of what the session wrote
 
 
 @dataclass

@@ -33,11 +33,13 @@ TAIL_CHARS = 64 * 1024
 HOST = socket.gethostname()
 
 
-def _tail(f: IO[bytes]) -> str:
+def _tail(f: IO[bytes]) -> tuple[str, bool]:
+    """The last TAIL_CHARS characters written to `f`, and whether anything was cut."""
     f.seek(0, os.SEEK_END)
     size = f.tell()
     f.seek(max(0, size - TAIL_CHARS * 4))
-    return f.read().decode("utf-8", "replace")[-TAIL_CHARS:]
+    text = f.read().decode("utf-8", "replace")
+    return text[-TAIL_CHARS:], size > TAIL_CHARS * 4 or len(text) > TAIL_CHARS
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
@@ -93,17 +95,18 @@ class CommandRuntime:
             return None
         # The leader is gone; children it left in its group must not outlive the step.
         _signal_group(proc.pid, signal.SIGKILL)
-        stdout, stderr = _tail(out), _tail(err)
+        (stdout, cut), (stderr, _) = _tail(out), _tail(err)
         out.close()
         err.close()
         if code == 0:
-            return Outcome(True, output=stdout)
+            return Outcome(True, output=stdout, output_truncated=cut)
         if code < 0:
             reason = f"killed by {signal.Signals(-code).name}"
         else:
             reason = f"exit status {code}"
         detail = stderr.strip()
-        return Outcome(False, output=stdout, error=f"{reason}: {detail}" if detail else reason)
+        return Outcome(False, output=stdout, error=f"{reason}: {detail}" if detail else reason,
+                       output_truncated=cut)
 
     def terminate(self, session: AgentSession) -> None:
         proc, out, err = session.handle

@@ -68,3 +68,17 @@ def test_a_misconfigured_profile_fails_its_step_with_a_readable_error(settings):
     assert run.status == "failed" and steps[0].status == "failed"
     assert "agent profile 'broken' is misconfigured" in steps[0].error
     assert "'5s'" in steps[0].error  # what was wrong with it
+
+
+def test_output_the_runtime_cut_is_marked_truncated_on_the_step(settings):
+    profiles = {**load_profiles(None), "long": Profile(
+        "long", "command", {"argv": ["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x"]})}
+    ex = Executor(settings, profiles, Recorder(), "test:1")
+    with db.session() as s:
+        tpl = make_template(s, agent="long")
+        rid = make_run(s, make_pipeline(s, templates=[tpl, make_template(s)])).run.id
+    ex.run_step(rid, 0, 1)
+    with db.session() as s:
+        _, steps = runs.load_run(s, rid)
+    assert steps[0].status == "completed"
+    assert steps[0].output_truncated is True and len(steps[0].output) < 300000
