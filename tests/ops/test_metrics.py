@@ -22,7 +22,10 @@ def samples(text: str) -> dict[tuple, float]:
 
 
 def value(data: dict[tuple, float], name: str, **labels: str) -> float:
-    return data.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sample's value; a series that is not there fails the test (it is not a 0)."""
+    key = (name, tuple(sorted(labels.items())))
+    assert key in data, f"no sample {name}{labels}"
+    return data[key]
 
 
 def scrape(api) -> dict[tuple, float]:
@@ -66,7 +69,7 @@ def test_a_scrape_follows_a_run(api):
         assert value(after, "orchestrator_step_duration_seconds_count", **labels) == 1
         assert value(after, "orchestrator_step_duration_seconds_bucket", le="+Inf",
                      **labels) == 1
-        assert value(after, "orchestrator_step_duration_seconds_sum", **labels) >= 0
+        assert value(after, "orchestrator_step_duration_seconds_sum", **labels) > 0
     assert value(after, "orchestrator_broker_up") == 1
     assert (("orchestrator_queue_depth", (("queue", "orchestrator.steps"),)) in after)
 
