@@ -42,6 +42,10 @@ class Steps(list):
         return super().__getitem__(key)
 
 
+# An integer power may have at most this many bits (about 300,000 decimal digits).
+MAX_POWER_BITS = 1_000_000
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     """The sandbox, plus a cap on the two operators that can allocate without bound."""
 
@@ -50,6 +54,9 @@ class _Environment(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
         if op == "**" and isinstance(right, int | float) and abs(right) > 1000:
             raise SecurityError("exponent too large")
+        if op == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
+            if abs(left).bit_length() * right > MAX_POWER_BITS:  # a big base, raised again
+                raise SecurityError("power too large")
         if op == "*":
             for seq, count in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(count, int):
