@@ -27,7 +27,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SETTINGS=settings,
         PROFILES=load_profiles(settings.agents_file),
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
     db.init(settings)

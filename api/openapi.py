@@ -14,9 +14,10 @@ from typing import Any
 
 from flask import Blueprint, Flask, current_app
 
+from api.schemas import MAX_ID
+
 bp = Blueprint("openapi", __name__)
 
-MAX_ID = 2**31 - 1
 ERROR_STATUSES = {
     "400": "Invalid input",
     "401": "No API key, or an unknown one",

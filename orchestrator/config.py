@@ -84,10 +84,6 @@ class Settings:
     def embedded_broker(self) -> bool:
         return self.broker_url.startswith("memory://")
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)

@@ -76,10 +76,6 @@ def clear() -> None:
     _context.set({})
 
 
-def context() -> dict[str, Any]:
-    return dict(_context.get() or {})
-
-
 class ContextFilter(logging.Filter):
     """Copies the bound run context onto records that do not say otherwise."""
 
