@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import require
 from api.errors import ApiError
-from api.schemas import epoch, parse_id, parse_json
+from api.schemas import epoch, parse_id, request_json
 from orchestrator import audit
 from orchestrator.models import ApiKey, Pipeline, PipelineRun, WorkflowTemplate
 
@@ -66,7 +66,7 @@ def run_action(body: dict[str, Any]) -> str | None:
 
 
 def _body() -> dict[str, Any]:
-    data = parse_json(request.get_data(cache=True)) if request.content_length != 0 else None
+    data = request_json() if request.content_length != 0 else None
     return data if isinstance(data, dict) else {}
 
 

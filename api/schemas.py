@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from flask import request
+from flask import g, request
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -159,7 +159,7 @@ def json_body() -> dict[str, Any]:
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise ApiError(400, "body required: send a JSON object")
-    data = parse_json(raw)
+    data = request_json()
     if data is None:
         raise ApiError(400, "body is not valid JSON")
     if not isinstance(data, dict):
@@ -167,6 +167,13 @@ def json_body() -> dict[str, Any]:
     if _has_nul(data):  # PostgreSQL stores no NUL character in text or JSON
         raise ApiError(400, "body may not contain the NUL character (\\u0000)")
     return data
+
+
+def request_json() -> Any:
+    """The request body parsed by `parse_json`, once per request (the audit hook reads it too)."""
+    if "parsed_body" not in g:
+        g.parsed_body = parse_json(request.get_data(cache=True))
+    return g.parsed_body
 
 
 def parse_json(raw: bytes) -> Any:
