@@ -18,7 +18,10 @@ from orchestrator.config import Settings
 @click.group()
 def main() -> None:
     """Pipeline Orchestrator: multi-step agent pipelines that advance by themselves."""
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # a bad setting: say which, before any command starts
+        raise click.ClickException(str(exc)) from None
     logs.configure(_log_level(), settings.log_format,
                    logs.secrets_of(settings))
 

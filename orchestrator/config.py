@@ -6,6 +6,7 @@ code cannot drift apart: `Settings.from_env()` is the only place that reads os.e
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -13,18 +14,29 @@ DEFAULT_DATABASE_URL = "sqlite:///orchestrator.db"
 IN_PROCESS_BROKER = "memory://"
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
+def _float(env: dict[str, str], name: str, default: float, zero_ok: bool = False) -> float:
+    """A number of seconds (or a size) from the environment: finite, and more than 0
+    (or 0 and more, where 0 means "off")."""
     raw = env.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
     try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a number, got {raw!r}")
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ValueError(f"{name} must be {'0 or more' if zero_ok else 'more than 0'}, got {raw!r}")
+    return value
 
 
-def _int(env: dict[str, str], name: str, default: int) -> int:
-    return int(_float(env, name, default))
+def _int(env: dict[str, str], name: str, default: int, zero_ok: bool = False) -> int:
+    raw = env.get(name)
+    if raw is not None and raw.strip() != "" and not (raw.strip().isascii()
+                                                      and raw.strip().isdigit()):
+        raise ValueError(f"{name} must be a whole number, got {raw!r}")
+    return int(_float(env, name, default, zero_ok))
 
 
 def _rate_limit(raw: str | None) -> int:
@@ -87,7 +99,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
-        return cls(
+        settings = cls(
             database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             broker_url=env.get("BROKER_URL") or IN_PROCESS_BROKER,
             broker_prefix=env.get("BROKER_PREFIX", ""),
@@ -98,7 +110,7 @@ class Settings:
             lease_seconds=_float(env, "STEP_LEASE_SECONDS", 30.0),
             poll_seconds=_float(env, "STEP_POLL_SECONDS", 0.25),
             sweep_seconds=_float(env, "SWEEP_SECONDS", 5.0),
-            chain_steps=_int(env, "CHAIN_STEPS", 20),
+            chain_steps=_int(env, "CHAIN_STEPS", 20, zero_ok=True),
             requeue_after_seconds=_float(env, "REQUEUE_AFTER_SECONDS", 60.0),
             output_max_chars=_int(env, "OUTPUT_MAX_CHARS", 65536),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
@@ -106,7 +118,14 @@ class Settings:
             rate_limit=_rate_limit(env.get("RATE_LIMIT")),
             rate_limit_window_seconds=_float(env, "RATE_LIMIT_WINDOW_SECONDS", 60.0),
             idempotency_ttl_seconds=_float(env, "IDEMPOTENCY_TTL_SECONDS", 24 * 3600.0),
-            db_retry_seconds=_float(env, "DB_RETRY_SECONDS", 120.0),
+            db_retry_seconds=_float(env, "DB_RETRY_SECONDS", 120.0, zero_ok=True),
             log_format=(env.get("LOG_FORMAT") or "").lower(),
             metrics_auth=(env.get("METRICS_AUTH") or "viewer").lower(),
         )
+        # A worker renews its lease every third of it, between two polls of its session.
+        if settings.poll_seconds >= settings.lease_seconds / 3:
+            raise ValueError(
+                f"STEP_POLL_SECONDS ({settings.poll_seconds:g}) must be less than a third of "
+                f"STEP_LEASE_SECONDS ({settings.lease_seconds:g}), or leases run out"
+            )
+        return settings
