@@ -69,6 +69,7 @@ def up(host: str, port: int, concurrency: int) -> None:
     from worker.app import celery, control_queue
 
     settings = Settings.from_env()
+    _check_profiles(settings)
     migrate.upgrade(settings.database_url)
     db.init(settings)
     _bootstrap_key(settings)
@@ -87,6 +88,20 @@ def up(host: str, port: int, concurrency: int) -> None:
         without_mingle=True,
         without_gossip=True,
     ).start()
+
+
+def _check_profiles(settings: Settings) -> None:
+    """Refuse to serve with an AGENTS_FILE that cannot be read, or a profile that could
+    not run a step: every step using it would fail, or never be picked up."""
+    from orchestrator.profiles import ProfileError, load_profiles
+    from orchestrator.runtimes import check_profiles
+
+    try:
+        problems = check_profiles(load_profiles(settings.agents_file))
+    except ProfileError as exc:
+        raise click.ClickException(str(exc)) from None
+    if problems:
+        raise click.ClickException("\n".join(problems))
 
 
 def _bootstrap_key(settings: Settings) -> None:
@@ -115,6 +130,7 @@ def _sweep_forever(executor, settings: Settings) -> None:
 @click.option("--workers", default=2, show_default=True, type=int)
 def api(host: str, port: int, workers: int) -> None:
     """The HTTP API and UI under gunicorn (production)."""
+    _check_profiles(Settings.from_env())
     os.execvp(sys.executable, [
         sys.executable, "-m", "gunicorn", "api.wsgi:app",
         "--bind", f"{host}:{port}", "--workers", str(workers),
@@ -136,6 +152,7 @@ def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
     from worker.app import celery, control_queue
 
     settings = Settings.from_env()
+    _check_profiles(settings)
     argv = ["worker", "-Q", f"{settings.queue},{control_queue(settings)}", "--loglevel", _log_level()]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]

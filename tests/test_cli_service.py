@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": database_url}
@@ -45,3 +47,52 @@ def test_worker_and_beat_log_at_log_level(monkeypatch):
         assert runner.invoke(main, [command]).exit_code == 0
     assert [argv[argv.index("--loglevel") + 1] for argv in seen] == ["WARNING", "WARNING"]
 
+
+
+@pytest.mark.parametrize(("agents", "says"), [
+    ("[agents.x\n", "cannot read AGENTS_FILE"),
+    ('[agents.gw]\nruntime = "webhook"\nurl = "http://127.0.0.1:99999/spawn"\n',
+     "agent profile 'gw': url has a bad port"),
+    ('[agents.llm]\nruntime = "ollama"\n', "agent profile 'llm' names unknown runtime 'ollama'"),
+    ('[agents.sh]\nruntime = "command"\nargv = "bash -c"\n',
+     "agent profile 'sh': argv must be a list of strings"),
+])
+def test_serving_commands_refuse_a_broken_agents_file(tmp_path, monkeypatch, agents, says):
+    """A worker started with a profile that cannot run would fail every step that uses it,
+    or, with an unreadable file, every step: it does not start at all, and says why."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+    from worker.app import celery
+
+    agents_file = tmp_path / "agents.toml"
+    agents_file.write_text(agents)
+    database = tmp_path / "never.db"
+    started: list[object] = []
+    monkeypatch.setattr(celery, "worker_main", started.append)
+    monkeypatch.setattr(os, "execvp", lambda *argv: started.append(argv))
+    runner = CliRunner(env={"AGENTS_FILE": str(agents_file),
+                            "DATABASE_URL": f"sqlite:///{database}"})
+    for command in ("worker", "api", "up"):
+        done = runner.invoke(main, [command])
+        assert done.exit_code == 1, (command, done.output)
+        assert says in done.output, (command, done.output)
+    assert started == [] and not database.exists()
+
+
+def test_serving_commands_start_with_a_good_agents_file(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.main import main
+    from worker.app import celery
+
+    agents_file = tmp_path / "agents.toml"
+    agents_file.write_text('[agents.sh]\nruntime = "command"\nargv = ["bash", "-c", "{prompt}"]\n'
+                           '[agents.gw]\nruntime = "webhook"\nurl = "http://127.0.0.1:8080/s"\n')
+    started: list[object] = []
+    monkeypatch.setattr(celery, "worker_main", started.append)
+    monkeypatch.setattr(os, "execvp", lambda *argv: started.append(argv))
+    runner = CliRunner(env={"AGENTS_FILE": str(agents_file)})
+    for command in ("worker", "api"):
+        assert runner.invoke(main, [command]).exit_code == 0
+    assert len(started) == 2

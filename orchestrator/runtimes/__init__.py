@@ -97,6 +97,18 @@ def get_runtime(profile: Profile) -> Runtime:
         raise SpawnError(f"agent profile {profile.name!r} is misconfigured: {exc}") from exc
 
 
+def check_profiles(profiles: dict[str, Profile]) -> list[str]:
+    """What is wrong with each profile that could not run a step, one line each: a
+    service checks at start what would otherwise fail every step that uses it."""
+    problems = []
+    for profile in profiles.values():
+        try:
+            get_runtime(profile)
+        except SpawnError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

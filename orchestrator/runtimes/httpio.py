@@ -60,6 +60,10 @@ def check_url(url: Any) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"must be an http:// or https:// URL, got {url!r}"
+    try:
+        parts.port  # noqa: B018 (parsed on access: out of range or not a number raises)
+    except ValueError as exc:
+        return f"has a bad port ({exc}): {url!r}"
     return None
 
 

@@ -82,6 +82,7 @@ def test_key_env_named_but_unset_fails_at_spawn(llm, model, monkeypatch):
     ({"base_url": "ftp://x/v1"}, "base_url must be an http:// or https:// URL"),
     ({}, "base_url must be a URL"),
     ({"base_url": "http://h/v1", "api_key_env": 3}, "api_key_env must be a string"),
+    ({"base_url": "http://h:0x50/v1"}, "base_url has a bad port"),
 ])
 def test_bad_profiles_are_refused(options, expected):
     with pytest.raises(SpawnError, match=expected):

@@ -99,6 +99,8 @@ def test_cancel_without_cancel_url_or_with_the_gateway_down_is_quiet(gateway):
     ({}, "url must be a URL"),
     ({"url": "gopher://x"}, "url must be an http"),
     ({"url": "http://x/s", "cancel_url": "x/{spawn_id}"}, "cancel_url must be an http"),
+    ({"url": "http://127.0.0.1:99999/spawn"}, "url has a bad port .*out of range"),
+    ({"url": "http://x/s", "cancel_url": "http://x:port/{spawn_id}"}, "cancel_url has a bad port"),
 ])
 def test_bad_profiles_are_refused(options, expected):
     with pytest.raises(SpawnError, match=expected):
