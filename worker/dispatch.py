@@ -7,8 +7,14 @@ import logging
 from celery import Celery
 
 from orchestrator.effects import CancelSession, Effect, RunStepMessage
+from worker.app import VISIBILITY_TIMEOUT
 
 log = logging.getLogger("orchestrator.dispatch")
+
+# A worker holds a delayed message, unacknowledged, until it is due; held past the broker's
+# visibility timeout, the broker would hand out a second copy. A retry delayed longer is
+# not sent: the sweeper sends the step once it is due (`step_due_at`).
+MAX_COUNTDOWN = VISIBILITY_TIMEOUT / 2
 
 
 class CeleryDispatcher:
@@ -35,6 +41,10 @@ class CeleryDispatcher:
 
     def _send(self, effect: Effect) -> None:
         if isinstance(effect, RunStepMessage):
+            if effect.delay > MAX_COUNTDOWN:
+                log.info("step %s of run %s is due in %.0f s: the sweeper will send it",
+                         effect.step_index, effect.run_id, effect.delay)
+                return
             self.app.send_task(
                 "orchestrator.run_step",
                 args=[effect.run_id, effect.step_index, effect.attempt],

@@ -9,12 +9,13 @@ import pytest
 from sqlalchemy import update
 
 from orchestrator import db, runs
+from orchestrator import transitions as t
 from orchestrator.config import Settings
 from orchestrator.effects import CancelSession, Recorder, RunStepMessage
 from orchestrator.executor import HOST, Executor
 from orchestrator.models import PipelineRun, now
 from orchestrator.profiles import load_profiles
-from tests.factories import make_pipeline
+from tests.factories import make_pipeline, make_template
 
 
 class QueueRecorder(Recorder):
@@ -92,3 +93,39 @@ def test_live_holder_with_a_valid_lease_is_left_alone(own_db):
     # a redelivered message for the running attempt is a duplicate, not a recovery
     other = Executor(Settings(), load_profiles(None), Recorder(), worker_id=f"{HOST}:1")
     assert other.run_step(rid, 0, 1) == "ignored"
+
+
+class SendRecorder:
+    """Stands in for the Celery app: records what would be published."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list, float | None]] = []
+
+    def send_task(self, name: str, args: list, countdown: float | None = None) -> None:
+        self.sent.append((name, args, countdown))
+
+
+def test_a_retry_delayed_past_the_brokers_patience_is_sent_by_the_sweeper_when_due(own_db):
+    """A countdown longer than the broker's visibility timeout would be handed out twice;
+    such a retry is not published, and the sweeper sends it once it is due."""
+    from worker.dispatch import MAX_COUNTDOWN, CeleryDispatcher
+
+    with db.session() as s:
+        slow = make_template(s, retries=2, retry_backoff_seconds=MAX_COUNTDOWN / 2 + 1)
+        rid = runs.start_run(s, make_pipeline(s, templates=[slow, slow]).id, "tests").run.id
+    app = SendRecorder()
+    publish = CeleryDispatcher(app)
+    for attempt, delay in ((1, MAX_COUNTDOWN / 2 + 1), (2, MAX_COUNTDOWN + 2)):
+        with db.session() as s:
+            runs.claim_step(s, rid, 0, attempt, "w:1", lease_seconds=30)
+            tr = runs.resolve_step(s, rid, t.Resolve(False, 0, attempt),
+                                   runs.StepResult(error="flaky"))
+        assert tr.effects == [RunStepMessage(rid, 0, attempt + 1, delay)]
+        publish.dispatch(tr.effects)
+    # the first retry fits in a countdown; the second does not, and is not published
+    assert app.sent == [("orchestrator.run_step", [rid, 0, 2], MAX_COUNTDOWN / 2 + 1)]
+    idle = QueueRecorder(waiting=0)
+    assert executor(idle).sweep().requeued == 0  # not due yet
+    age_message(rid, 10)
+    assert executor(idle).sweep().requeued == 1
+    assert idle.effects == [RunStepMessage(rid, 0, 3)]
