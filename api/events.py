@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.auth import authenticate, presented_key
 from api.errors import ApiError
-from api.schemas import MAX_ID, parse_id
+from api.schemas import MAX_ID, epoch, parse_id
 from orchestrator import db, runs
 from orchestrator.models import PipelineRun, RunEvent
 
@@ -180,7 +180,7 @@ def event_json(ev: RunEvent) -> dict:
         "pipeline_id": ev.pipeline_id,
         "step_index": ev.step_index,
         "data": ev.data or {},
-        "created_at": ev.created_at,
+        "created_at": epoch(ev.created_at),
     }
 
 

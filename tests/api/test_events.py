@@ -118,6 +118,8 @@ def test_resume_replays_in_order_and_filters(client):
     assert got[2]["data"]["type"] == "run.completed"
     assert set(got[0]["data"]) >= {"id", "type", "run_id", "pipeline_id", "step_index", "data",
                                    "created_at"}
+    # API times are whole epoch seconds, here as everywhere
+    assert all(type(e["data"]["created_at"]) is int for e in got)
 
 
 def test_filter_by_run_and_pipeline(client, api):
