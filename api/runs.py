@@ -6,6 +6,8 @@ message, a session to cancel) are dispatched only after that transaction commits
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, current_app, g, request
 from sqlalchemy.exc import IntegrityError
 
@@ -20,6 +22,7 @@ from orchestrator.executor import truncate
 bp = Blueprint("runs", __name__, url_prefix="/api/pipelines/run")
 
 INVALID_ACTION = "Invalid action. Use: start, advance, cancel"
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 
 def dispatch(effects) -> None:
@@ -91,8 +94,11 @@ def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not 1 <= len(key) <= idempotency.MAX_KEY_LENGTH or not key.isprintable():
-        raise ApiError(400, "Idempotency-Key must be 1 to 255 printable characters")
+    # Visible ASCII only: proxies may trim spaces at a header's ends, and stacks decode other
+    # bytes differently, either of which would quietly turn a retry into a new key.
+    if not 1 <= len(key) <= idempotency.MAX_KEY_LENGTH or not _VISIBLE_ASCII.fullmatch(key):
+        raise ApiError(400, "Idempotency-Key must be 1 to 255 visible ASCII characters "
+                            "(no spaces)")
     return key
 
 

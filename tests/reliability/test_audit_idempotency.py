@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 
+import pytest
 from sqlalchemy import func, select
 
 from orchestrator import db
@@ -133,9 +134,15 @@ def test_keys_are_per_caller_and_expire(client, role_keys):
     assert fresh not in (mine, theirs)
 
 
-def test_bad_idempotency_key_is_400(client):
+@pytest.mark.parametrize("idem", ["x" * 256, "two words", "café-1", "tab\tin"])
+def test_bad_idempotency_key_is_400_and_starts_nothing(client, settings, idem):
     pid = manual_pipeline(client)
-    assert start(client, ADMIN_KEY, pid, "x" * 256).status_code == 400
+    before = state_digest(settings.database_url)
+    refused = start(client, ADMIN_KEY, pid, idem)
+    assert refused.status_code == 400
+    assert refused.get_json() == {"error": "Idempotency-Key must be 1 to 255 visible ASCII "
+                                           "characters (no spaces)"}
+    assert state_digest(settings.database_url) == before
 
 
 def test_racing_twins_create_one_run(app):
