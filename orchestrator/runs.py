@@ -112,8 +112,16 @@ _RUN = select(RUNS).where(RUNS.c.id == bindparam("run_id"))
 _RUN_LOCKED = _RUN.with_for_update()
 _STEPS = select(STEPS).where(STEPS.c.run_id == bindparam("run_id")).order_by(STEPS.c.step_index)
 _STEPS_UPTO = _STEPS.where(STEPS.c.step_index <= bindparam("upto"))
+# A listing shows of each step its place, its outcome and its times; the rest (the
+# prompt, the parameters, the lease) stays in the database rather than be decoded for
+# nothing. Its records have only these columns.
+_LISTED_STEP_COLUMNS = (
+    "run_id", "step_index", "template_id", "template_name", "on_failure", "run_if", "status",
+    "attempt", "spawn_id", "started_at", "completed_at", "error", "output", "output_truncated",
+    "usage",
+)
 _STEPS_OF_RUNS = (
-    select(STEPS)
+    select(*(STEPS.c[name] for name in _LISTED_STEP_COLUMNS))
     .where(STEPS.c.run_id.in_(bindparam("run_ids", expanding=True)))
     .order_by(STEPS.c.run_id, STEPS.c.step_index)
 )
