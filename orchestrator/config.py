@@ -32,10 +32,9 @@ def _float(env: dict[str, str], name: str, default: float, zero_ok: bool = False
 
 
 def _int(env: dict[str, str], name: str, default: int, zero_ok: bool = False) -> int:
-    raw = env.get(name)
-    if raw is not None and raw.strip() != "" and not (raw.strip().isascii()
-                                                      and raw.strip().isdigit()):
-        raise ValueError(f"{name} must be a whole number, got {raw!r}")
+    raw = (env.get(name) or "").strip()
+    if raw and not (raw.isascii() and raw.isdigit()):
+        raise ValueError(f"{name} must be a whole number, got {env[name]!r}")
     return int(_float(env, name, default, zero_ok))
 
 
