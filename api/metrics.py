@@ -1,8 +1,9 @@
 """/metrics in the Prometheus text format, derived from shared state at scrape time.
 
 Nothing is counted in process memory: runs come from the counters kept on the pipelines
-table, steps from `run_steps`, queue depth from the broker, sweeper actions from the
-shared tallies. Every API process therefore answers a scrape with the same numbers, however
+table, step durations from the histogram rows kept in step with transitions
+(`orchestrator.durations`), running steps from `run_steps`, queue depth from the broker,
+sweeper actions from the shared tallies. Every API process therefore answers a scrape with the same numbers, however
 many gunicorn and Celery processes there are.
 """
 
@@ -19,19 +20,16 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 
 from api.auth import authenticate
 from api.errors import ApiError
-from orchestrator import db, tallies
+from orchestrator import db, durations, tallies
 from orchestrator import transitions as t
 from orchestrator.auth import ROLES
-from orchestrator.models import Pipeline, RunStep
+from orchestrator.models import Pipeline, RunStep, StepDuration
 
 bp = Blueprint("metrics", __name__)
-
-# Seconds. Agent steps range from an instant (echo) to an hour (the longest timeout).
-DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 @bp.get("/metrics")
@@ -74,10 +72,10 @@ class StateCollector:
                 .where(RunStep.status == t.RUNNING)
                 .group_by(RunStep.agent)
             ).all()
-            durations = s.execute(_duration_query()).all()
+            histogram = s.execute(_duration_query()).all()
         yield from self._runs(pipelines)
         yield self._running_steps(running)
-        yield self._durations(durations)
+        yield self._durations(histogram)
         yield from self._queues()
         yield from self._sweeps()
         yield GaugeMetricFamily(
@@ -121,16 +119,18 @@ class StateCollector:
             "orchestrator_step_duration_seconds",
             "Duration of finished steps (their last attempt), by template, runtime and status.",
             labels=["template", "runtime", "status"])
-        merged: dict[tuple[str, str, str], list[float]] = {}
-        for name, agent, status, count, total, *cumulative in rows:
+        # per key: steps in each bucket (the last past every bound), and seconds in all
+        merged: dict[tuple[str, str, str], tuple[list[int], list[float]]] = {}
+        for name, agent, status, bucket, steps, seconds in rows:
             key = (name, self._runtime(agent), status)
-            acc = merged.setdefault(key, [0.0] * (len(cumulative) + 2))
-            for i, value in enumerate([count, total or 0.0, *cumulative]):
-                acc[i] += float(value or 0)
-        for key, (count, total, *cumulative) in sorted(merged.items()):
-            buckets = [(_le(b), c) for b, c in zip(DURATION_BUCKETS, cumulative, strict=True)]
-            buckets.append(("+Inf", count))
-            hist.add_metric(list(key), buckets, sum_value=total)
+            counts, total = merged.setdefault(key, ([0] * (len(durations.BUCKETS) + 1), [0.0]))
+            counts[bucket] += steps
+            total[0] += seconds
+        for key, (counts, total) in sorted(merged.items()):
+            cumulative = [sum(counts[: i + 1]) for i in range(len(counts))]
+            buckets = [(_le(b), c) for b, c in zip(durations.BUCKETS, cumulative[:-1], strict=True)]
+            buckets.append(("+Inf", cumulative[-1]))
+            hist.add_metric(list(key), buckets, sum_value=total[0])
         return hist
 
     def _sweeps(self) -> Iterator[Metric]:
@@ -188,12 +188,10 @@ def _le(bound: float) -> str:
 
 
 def _duration_query():
-    duration = RunStep.completed_at - RunStep.started_at
-    cumulative = [func.sum(case((duration <= b, 1), else_=0)) for b in DURATION_BUCKETS]
+    """The histogram's rows, summed over their shards."""
+    d = StepDuration
     return (
-        select(RunStep.template_name, RunStep.agent, RunStep.status,
-               func.count(), func.sum(duration), *cumulative)
-        .where(RunStep.status.in_((t.COMPLETED, t.FAILED)),
-               RunStep.started_at.is_not(None), RunStep.completed_at.is_not(None))
-        .group_by(RunStep.template_name, RunStep.agent, RunStep.status)
+        select(d.template_name, d.agent, d.status, d.bucket, func.sum(d.steps),
+               func.sum(d.seconds))
+        .group_by(d.template_name, d.agent, d.status, d.bucket)
     )

@@ -1,4 +1,5 @@
-"""Tables: API keys, workflow templates, pipelines and their steps, runs, run steps, events.
+"""Tables: API keys, workflow templates, pipelines and their steps, runs, run steps, events,
+the step-duration histogram.
 
 A run copies everything it needs from its pipeline and templates into `run_steps` when it
 starts, so editing or deleting them later never changes a run. `run_events` is append-only
@@ -223,3 +224,20 @@ class IdempotencyKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     run_id: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float, default=now, index=True)
+
+
+class StepDuration(Base):
+    """The step-duration histogram, kept in step with transitions (see `durations`): per
+    template, agent profile, final status and bucket, how many steps ended so (`steps`)
+    and their seconds in all. Each key is spread over a few `shard` rows, so that steps of
+    one template ending at once do not all wait on one row."""
+
+    __tablename__ = "step_durations"
+
+    template_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(100), primary_key=True)
+    status: Mapped[str] = mapped_column(String(12), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)

@@ -1,8 +1,9 @@
 """The single write path for runs: every status change goes through `_transition`.
 
 It locks the run row (SELECT … FOR UPDATE; BEGIN IMMEDIATE on SQLite), asks
-`transitions.decide` for a decision, writes the step rows, the run row, the pipeline's
-counters and one event per change, and returns the effects to dispatch after commit.
+`transitions.decide` for a decision, writes the step rows, the run row, one event per
+change, the duration of a step that ended (`durations`) and the pipeline's counters, and
+returns the effects to dispatch after commit.
 Callers own the transaction. A proposal that no longer fits the state is refused and
 changes nothing, which is what makes redelivered messages and double clicks harmless.
 
@@ -33,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from orchestrator import durations
 from orchestrator import transitions as t
 from orchestrator.effects import CancelSession, Effect, RunStepMessage
 from orchestrator.models import Pipeline, PipelineRun, PipelineStep, RunEvent, RunStep, now
@@ -524,9 +526,15 @@ def _apply(
     return tr
 
 
+# A step that ends so is counted in the duration histogram (a failure with a retry to come
+# is pending instead, and is counted when its last attempt ends).
+_FINAL = (t.COMPLETED, t.FAILED)
+
+
 def _write(s: Session, tr: Transition, ts: float, count_finished: bool = True) -> None:
-    """Store what `tr` (and the claim chained to it) changed: steps, run, events, and last
-    the pipeline's counters when the run finished (that row is hot: hold its lock briefly)."""
+    """Store what `tr` (and the claim chained to it) changed: steps, run, events, the
+    duration of a step that ended, and last the pipeline's counters when the run finished
+    (those rows are hot: hold their locks briefly)."""
     conn = s.connection()
     both = [tr] if tr.claimed_next is None else [tr, tr.claimed_next]
     for index in sorted({i for x in both for i in x.decision.steps}):
@@ -546,6 +554,11 @@ def _write(s: Session, tr: Transition, ts: float, count_finished: bool = True) -
     ]
     if events:
         conn.execute(insert(EVENTS), events)
+    for index, status in sorted(tr.decision.steps.items()):  # (at most one: the subject)
+        step = tr.steps[index]
+        if status in _FINAL and step.started_at is not None and step.completed_at is not None:
+            durations.observe(conn, tr.run.id, step.template_name, step.agent, status,
+                              step.completed_at - step.started_at)
     if count_finished and tr.finished:
         conn.execute(_count_runs(started=False, finished=tr.run.status),
                      {"pipeline_id": tr.run.pipeline_id})

@@ -9,7 +9,9 @@ Used by the fault-injection tests and by `bench/soak.py`. It reads the database 
   step starts only after the step before it ended;
 - nothing ran twice: per (run, step, attempt) at most one `step.running` (claim) and at
   most one `step.spawned` event;
-- the pipeline's counters (runs_total/completed/failed/running) match its run rows.
+- the pipeline's counters (runs_total/completed/failed/running) match its run rows;
+- the step-duration histogram kept with transitions matches a count of every finished
+  step in the database (all runs: it is one histogram).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import psycopg
+
+from orchestrator.durations import BUCKETS
 
 TERMINAL = {"completed", "failed", "cancelled"}
 # Clocks are read by different processes on one host; allow float noise only.
@@ -76,6 +80,7 @@ def check(database_url: str, pipeline_ids: list[int] | None = None,
             "SELECT id, runs_total, runs_completed, runs_failed, runs_running FROM pipelines "
             + ("" if pipeline_ids is None else "WHERE id = ANY(%s)"),
             () if pipeline_ids is None else (list(pipeline_ids),)).fetchall()
+        histogram = conn.execute(HISTOGRAM_MISMATCHES).fetchall()
 
     for run_id, _pid, status, created, started, completed in runs:
         report.runs += 1
@@ -88,7 +93,32 @@ def check(database_url: str, pipeline_ids: list[int] | None = None,
             report.problems.append(
                 f"run {run_id}: step {index} attempt {attempt} has {n} {kind} events")
     report.problems += _check_counters(runs, counters)
+    report.problems += [
+        f"duration histogram {key}: {kept} steps, {kept_s} s kept, but {counted} steps, "
+        f"{counted_s} s finished" for *key, counted, kept, counted_s, kept_s in histogram]
     return report
+
+
+_BUCKET = "CASE " + " ".join(f"WHEN d <= {b} THEN {i}" for i, b in enumerate(BUCKETS)) + \
+    f" ELSE {len(BUCKETS)} END"
+# One statement, so one snapshot: a step that ends meanwhile is in both counts or neither.
+HISTOGRAM_MISMATCHES = f"""
+WITH counted AS (
+  SELECT template_name, agent, status, {_BUCKET} AS bucket, count(*) AS steps,
+         sum(d) AS seconds
+  FROM (SELECT template_name, agent, status, completed_at - started_at AS d FROM run_steps
+        WHERE status IN ('completed', 'failed') AND started_at IS NOT NULL
+        AND completed_at IS NOT NULL) AS finished
+  GROUP BY 1, 2, 3, 4),
+kept AS (
+  SELECT template_name, agent, status, bucket, sum(steps) AS steps, sum(seconds) AS seconds
+  FROM step_durations GROUP BY 1, 2, 3, 4)
+SELECT template_name, agent, status, bucket, counted.steps, kept.steps, counted.seconds,
+       kept.seconds
+FROM counted FULL JOIN kept USING (template_name, agent, status, bucket)
+WHERE counted.steps IS DISTINCT FROM kept.steps
+   OR abs(coalesce(counted.seconds, 0) - coalesce(kept.seconds, 0)) > 1e-6
+"""
 
 
 def _check_run(status, created, started, completed, steps) -> list[str]:

@@ -229,6 +229,9 @@ def test_invariant_checker_catches_what_it_should(fresh_db, settings):
         "INSERT INTO run_events (run_id, pipeline_id, step_index, type, data, created_at) "
         f"VALUES ({rid}, {pipeline.id}, 0, 'step.running', '{{\"attempt\": 1}}', 0)",
         "UPDATE run_steps SET started_at = completed_at + 5 WHERE step_index = 1",
+        "UPDATE step_durations SET steps = steps + 1",
+        "UPDATE step_durations SET seconds = seconds + 0.5",
+        "DELETE FROM step_durations",
     ]
     with psycopg.connect(fresh_db.replace("+psycopg", "")) as conn:
         for sql in breakages:
