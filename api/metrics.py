@@ -3,14 +3,16 @@
 Nothing is counted in process memory: runs come from the counters kept on the pipelines
 table, step durations from the histogram rows kept in step with transitions
 (`orchestrator.durations`), running steps from `run_steps`, queue depth from the broker,
-sweeper actions from the shared tallies. Every API process therefore answers a scrape with the same numbers, however
-many gunicorn and Celery processes there are.
+sweeper actions from the shared tallies. Every API process therefore answers a scrape
+with the same numbers, however many gunicorn and Celery processes there are.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Iterator
+from itertools import accumulate
 
 from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -120,17 +122,18 @@ class StateCollector:
             "Duration of finished steps (their last attempt), by template, runtime and status.",
             labels=["template", "runtime", "status"])
         # per key: steps in each bucket (the last past every bound), and seconds in all
-        merged: dict[tuple[str, str, str], tuple[list[int], list[float]]] = {}
-        for name, agent, status, bucket, steps, seconds in rows:
+        counts: dict[tuple[str, str, str], list[int]] = defaultdict(
+            lambda: [0] * (len(durations.BUCKETS) + 1))
+        seconds: dict[tuple[str, str, str], float] = defaultdict(float)
+        for name, agent, status, bucket, steps, total in rows:
             key = (name, self._runtime(agent), status)
-            counts, total = merged.setdefault(key, ([0] * (len(durations.BUCKETS) + 1), [0.0]))
-            counts[bucket] += steps
-            total[0] += seconds
-        for key, (counts, total) in sorted(merged.items()):
-            cumulative = [sum(counts[: i + 1]) for i in range(len(counts))]
-            buckets = [(_le(b), c) for b, c in zip(durations.BUCKETS, cumulative[:-1], strict=True)]
-            buckets.append(("+Inf", cumulative[-1]))
-            hist.add_metric(list(key), buckets, sum_value=total[0])
+            counts[key][bucket] += steps
+            seconds[key] += total
+        for key in sorted(counts):
+            *within, everything = accumulate(counts[key])
+            buckets = [(_le(b), c) for b, c in zip(durations.BUCKETS, within, strict=True)]
+            buckets.append(("+Inf", everything))
+            hist.add_metric(list(key), buckets, sum_value=seconds[key])
         return hist
 
     def _sweeps(self) -> Iterator[Metric]:

@@ -21,7 +21,8 @@ from tests.factories import make_pipeline, make_template
     (0.0, 0), (0.1, 0), (0.1000001, 1), (1, 2), (3600, 12), (3600.5, 13), (90000, 13)])
 def test_a_duration_goes_in_the_first_bucket_that_holds_it(seconds, bucket):
     assert durations.bucket_of(seconds) == bucket
-    assert durations.BUCKETS[bucket - 1] < seconds if bucket else True
+    bounds = (0.0, *durations.BUCKETS, float("inf"))  # the bucket's (exclusive, inclusive]
+    assert bounds[bucket] < seconds <= bounds[bucket + 1] or seconds == bucket == 0
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -134,3 +135,27 @@ def test_transitions_count_each_step_once_when_it_ends(empty_db):
     assert sum(seconds for _, seconds in got.values()) == pytest.approx(
         sum(row[3] for row in finished), abs=1e-5)
     assert len(finished) == 3
+
+
+def test_a_scrape_turns_the_rows_into_cumulative_buckets():
+    from api.metrics import StateCollector
+    from orchestrator.profiles import Profile
+
+    collector = StateCollector({"sh": Profile("sh", "command")}, None, None)
+    rows = [  # (template, agent, status, bucket, steps, seconds), as summed over shards
+        ("build", "sh", "completed", 0, 2, 0.15),
+        ("build", "sh", "completed", 3, 1, 2.0),
+        ("build", "sh", "completed", 13, 1, 4000.0),
+        ("build", "gone", "failed", 6, 1, 30.0),  # a profile no longer configured
+    ]
+    family = collector._durations(rows)
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples}
+    build = (("runtime", "command"), ("status", "completed"), ("template", "build"))
+    bucket = "orchestrator_step_duration_seconds_bucket"
+    assert [got[(bucket, tuple(sorted(build + (("le", le),))))]
+            for le in ("0.1", "0.5", "1.0", "2.5", "5.0", "3600.0", "+Inf")] == [2, 2, 2, 3, 3, 3, 4]
+    assert got[("orchestrator_step_duration_seconds_count", build)] == 4
+    assert got[("orchestrator_step_duration_seconds_sum", build)] == pytest.approx(4002.15)
+    gone = (("runtime", "unknown"), ("status", "failed"), ("template", "build"))
+    assert got[(bucket, tuple(sorted(gone + (("le", "10.0"),))))] == 0
+    assert got[(bucket, tuple(sorted(gone + (("le", "30.0"),))))] == 1
