@@ -27,15 +27,25 @@ def test_start_snapshots_steps_counts_use_and_enqueues_the_first(session):
     assert tpl.use_count == 1 and tpl.last_used_at is not None
 
 
-def test_a_pipeline_whose_steps_are_gone_is_not_found_and_no_run_is_left(session):
-    # As when the pipeline is deleted between the start's two INSERTs.
-    bare = Pipeline(name="no steps any more")
-    session.add(bare)
-    session.flush()
-    runs_before = session.scalar(select(func.count()).select_from(PipelineRun))
-    with pytest.raises(runs.NotFound), session.begin_nested():
-        runs.start_run(session, bare.id, "alice")
-    assert session.scalar(select(func.count()).select_from(PipelineRun)) == runs_before
+def test_a_pipeline_whose_steps_are_gone_is_not_found_and_no_run_is_left(settings):
+    # As when the pipeline is deleted between the start's two INSERTs. Through the edge's
+    # own transaction, committed for real: the run row inserted first must not survive.
+    with db.session() as s:
+        bare = Pipeline(name=f"no steps any more {id(s)}")
+        s.add(bare)
+        s.flush()
+        bare_id = bare.id
+    try:
+        with pytest.raises(runs.NotFound), db.session() as s:
+            runs.start_run(s, bare_id, "alice")
+        with db.session() as s:
+            left = s.scalar(select(func.count()).select_from(PipelineRun)
+                            .where(PipelineRun.pipeline_id == bare_id))
+            counted = s.get(Pipeline, bare_id).runs_total
+        assert (left, counted) == (0, 0)
+    finally:
+        with db.session() as s:
+            s.delete(s.get(Pipeline, bare_id))
 
 
 def test_snapshot_is_unchanged_by_later_template_edits(session):
