@@ -164,8 +164,9 @@ def json_body() -> dict[str, Any]:
         raise ApiError(400, "body is not valid JSON")
     if not isinstance(data, dict):
         raise ApiError(400, "body must be a JSON object")
-    if _has_nul(data):  # PostgreSQL stores no NUL character in text or JSON
-        raise ApiError(400, "body may not contain the NUL character (\\u0000)")
+    problem = _stored_badly(data)
+    if problem:
+        raise ApiError(400, problem)
     return data
 
 
@@ -188,14 +189,25 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+# Deeper JSON is no one's configuration, and the encoders that store and echo it recurse.
+MAX_DEPTH = 64
+
+
+def _stored_badly(value: Any) -> str | None:
+    """Why a parsed body cannot be stored as it is, or None. Walked with a stack of its
+    own, so that no depth the parser allowed can exhaust the interpreter's."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str) and "\x00" in item:  # PostgreSQL stores no NUL in text or JSON
+            return "body may not contain the NUL character (\\u0000)"
+        if isinstance(item, dict | list) and depth > MAX_DEPTH:
+            return f"body may not be nested more than {MAX_DEPTH} levels deep"
+        if isinstance(item, dict):
+            stack += [(x, depth + 1) for pair in item.items() for x in pair]
+        elif isinstance(item, list):
+            stack += [(x, depth + 1) for x in item]
+    return None
 
 
 # -- responses ----------------------------------------------------------------------

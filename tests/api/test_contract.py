@@ -91,14 +91,31 @@ def test_malformed_or_missing_body_is_400(api, unchanged, raw, path):
 
 
 # Bodies PostgreSQL cannot store (NUL), JSON no reader takes back (NaN), and nesting that
-# overflows Python's parser: each a 400 that says so, never a 500.
+# overflows Python's parser or, shallower, the encoders and walks after it: each a 400 that
+# says so, never a 500.
+def nested(depth: int, inner: str = '"x"') -> bytes:
+    return ('{"name": "n", "prompt": "p", "parameters": ' + '{"a": ' * depth + inner
+            + "}" * depth + "}").encode()
+
+
 UNSTORABLE = [
     (b'{"name": "a\\u0000b", "prompt": "p"}', "NUL"),
     (b'{"name": "n", "prompt": "p", "parameters": {"k": ["\\u0000"]}}', "NUL"),
     (b'{"name": "n", "prompt": "p", "parameters": {"t": NaN}}', "not valid JSON"),
     (b'{"name": "n", "prompt": "p", "parameters": {"t": -Infinity}}', "not valid JSON"),
     (b"[" * 100_000, "not valid JSON"),
+    (nested(64), "nested more than 64 levels"),
+    (nested(400), "nested more than 64 levels"),  # a 500 before (a recursive NUL check)
+    (nested(970), "nested more than 64 levels"),  # a 500 before (the JSON encoder)
+    (nested(400, '"\\u0000"'), ""),  # refused either way, whichever it finds first
 ]
+
+
+def test_a_body_nested_64_levels_deep_is_stored(api):
+    made = api.call("POST", "/api/workflows", data=nested(63).replace(b'"n"', b'"deep-63"'),
+                    headers={"Content-Type": "application/json"})
+    assert made.status_code == 201, made.text
+    api.ok("DELETE", "/api/workflows", {"id": made.json()["template"]["id"]}, 200)
 
 
 @pytest.mark.parametrize(("raw", "says"), UNSTORABLE)
