@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import Celery
 
@@ -12,8 +13,8 @@ from worker.app import VISIBILITY_TIMEOUT
 log = logging.getLogger("orchestrator.dispatch")
 
 # A worker holds a delayed message, unacknowledged, until it is due; held past the broker's
-# visibility timeout, the broker would hand out a second copy. A retry delayed longer is
-# not sent: the sweeper sends the step once it is due (`step_due_at`).
+# visibility timeout, the broker would hand out a second copy. So a message never waits
+# longer than this: a longer delay goes in hops (see `send_step`).
 MAX_COUNTDOWN = VISIBILITY_TIMEOUT / 2
 
 
@@ -39,17 +40,21 @@ class CeleryDispatcher:
             log.warning("cannot read the length of queue %s", queue, exc_info=True)
             return None
 
+    def send_step(self, run_id: int, step_index: int, attempt: int, delay: float = 0.0) -> None:
+        """The step's message, to arrive in `delay` seconds. Past MAX_COUNTDOWN it arrives
+        after MAX_COUNTDOWN carrying its due time, and the worker that takes it sends it on
+        (`worker.tasks.run_step`) until it is due."""
+        kwargs = {"due_at": time.time() + delay} if delay > MAX_COUNTDOWN else None
+        self.app.send_task(
+            "orchestrator.run_step",
+            args=[run_id, step_index, attempt],
+            kwargs=kwargs,
+            countdown=min(delay, MAX_COUNTDOWN) or None,
+        )
+
     def _send(self, effect: Effect) -> None:
         if isinstance(effect, RunStepMessage):
-            if effect.delay > MAX_COUNTDOWN:
-                log.info("step %s of run %s is due in %.0f s: the sweeper will send it",
-                         effect.step_index, effect.run_id, effect.delay)
-                return
-            self.app.send_task(
-                "orchestrator.run_step",
-                args=[effect.run_id, effect.step_index, effect.attempt],
-                countdown=effect.delay or None,
-            )
+            self.send_step(effect.run_id, effect.step_index, effect.attempt, effect.delay)
         elif isinstance(effect, CancelSession):
             self.app.send_task(
                 "orchestrator.cancel_session", args=[effect.agent, effect.spawn_id]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import cache
 
 from orchestrator import db, idempotency
@@ -18,7 +19,11 @@ def executor() -> Executor:
 
 
 @celery.task(name="orchestrator.run_step")
-def run_step(run_id: int, step_index: int, attempt: int) -> str:
+def run_step(run_id: int, step_index: int, attempt: int, due_at: float | None = None) -> str:
+    wait = 0.0 if due_at is None else due_at - time.time()
+    if wait > 0:  # a long retry delay, sent in hops no longer than the broker holds one
+        CeleryDispatcher(celery).send_step(run_id, step_index, attempt, wait)
+        return "deferred"
     return executor().run_step(run_id, step_index, attempt)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 from sqlalchemy import update
@@ -99,15 +100,18 @@ class SendRecorder:
     """Stands in for the Celery app: records what would be published."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, list, float | None]] = []
+        self.sent: list[tuple[str, list, dict | None, float | None]] = []
 
-    def send_task(self, name: str, args: list, countdown: float | None = None) -> None:
-        self.sent.append((name, args, countdown))
+    def send_task(self, name: str, args: list, kwargs: dict | None = None,
+                  countdown: float | None = None) -> None:
+        self.sent.append((name, args, kwargs, countdown))
 
 
-def test_a_retry_delayed_past_the_brokers_patience_is_sent_by_the_sweeper_when_due(own_db):
-    """A countdown longer than the broker's visibility timeout would be handed out twice;
-    such a retry is not published, and the sweeper sends it once it is due."""
+def test_a_retry_delayed_past_the_brokers_patience_goes_in_hops(own_db, monkeypatch):
+    """A message held past the broker's visibility timeout would be handed out twice, so a
+    longer retry delay is sent as hops of at most MAX_COUNTDOWN, each carrying the due time;
+    a worker that takes one early sends it on, and only a due one runs the step."""
+    from worker import tasks
     from worker.dispatch import MAX_COUNTDOWN, CeleryDispatcher
 
     with db.session() as s:
@@ -121,11 +125,22 @@ def test_a_retry_delayed_past_the_brokers_patience_is_sent_by_the_sweeper_when_d
             tr = runs.resolve_step(s, rid, t.Resolve(False, 0, attempt),
                                    runs.StepResult(error="flaky"))
         assert tr.effects == [RunStepMessage(rid, 0, attempt + 1, delay)]
+        before = time.time()
         publish.dispatch(tr.effects)
-    # the first retry fits in a countdown; the second does not, and is not published
-    assert app.sent == [("orchestrator.run_step", [rid, 0, 2], MAX_COUNTDOWN / 2 + 1)]
-    idle = QueueRecorder(waiting=0)
-    assert executor(idle).sweep().requeued == 0  # not due yet
-    age_message(rid, 10)
-    assert executor(idle).sweep().requeued == 1
-    assert idle.effects == [RunStepMessage(rid, 0, 3)]
+    short, long = app.sent
+    assert short == ("orchestrator.run_step", [rid, 0, 2], None, MAX_COUNTDOWN / 2 + 1)
+    name, args, kwargs, countdown = long
+    assert (name, args, countdown) == ("orchestrator.run_step", [rid, 0, 3], MAX_COUNTDOWN)
+    assert before + MAX_COUNTDOWN + 2 <= kwargs["due_at"] <= time.time() + MAX_COUNTDOWN + 2
+    # The hop arrives MAX_COUNTDOWN later, 2 s early: the worker sends it on, not runs it.
+    hops = SendRecorder()
+    monkeypatch.setattr(tasks.celery, "send_task", hops.send_task)
+    monkeypatch.setattr(tasks.time, "time", lambda: kwargs["due_at"] - 2)
+    assert tasks.run_step.run(rid, 0, 3, due_at=kwargs["due_at"]) == "deferred"
+    (name, args, again, countdown), = hops.sent
+    assert (name, args, again) == ("orchestrator.run_step", [rid, 0, 3], None)
+    assert countdown == pytest.approx(2, abs=0.01)
+    with db.session() as s:  # nothing ran: the step still waits for its third attempt
+        assert runs.load_run(s, rid)[1][0].status == "pending"
+    # Nor does the sweeper send it before it is due.
+    assert executor(QueueRecorder(waiting=0)).sweep().requeued == 0
