@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import require
 from api.errors import ApiError
-from api.schemas import epoch, parse_id, request_json
+from api.schemas import epoch, int_arg, parse_id, request_json
 from orchestrator import audit
 from orchestrator.models import ApiKey, Pipeline, PipelineRun, WorkflowTemplate
 
@@ -155,7 +155,7 @@ def list_audit():
     from orchestrator import db
 
     args = request.args
-    limit = _int_arg(args.get("limit"), "limit", 50, 1, 500)
+    limit = int_arg(args.get("limit"), "limit", 50, 1, 500)
     before = parse_id(args["before_id"], "before_id") if "before_id" in args else None
     target_type = args.get("target_type")
     if target_type is not None and target_type not in TARGETS:
@@ -164,11 +164,3 @@ def list_audit():
     with db.read_session() as s:
         entries = audit.recent(s, limit, before, target_type, target_id)
         return {"entries": [entry_json(e) for e in entries]}
-
-
-def _int_arg(raw: str | None, name: str, default: int, low: int, high: int) -> int:
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.strip().isdigit()) or not low <= int(raw) <= high:
-        raise ApiError(400, f"{name} must be an integer from {low} to {high}")
-    return int(raw)

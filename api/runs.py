@@ -14,7 +14,15 @@ from sqlalchemy.exc import IntegrityError
 from api.audit import audited, note_target, run_action
 from api.auth import require
 from api.errors import ApiError
-from api.schemas import AdvanceRun, CancelRun, StartRun, json_body, parse_id, run_json
+from api.schemas import (
+    AdvanceRun,
+    CancelRun,
+    StartRun,
+    int_arg,
+    json_body,
+    parse_id,
+    run_json,
+)
 from orchestrator import db, idempotency, runs
 from orchestrator import transitions as t
 from orchestrator.executor import truncate
@@ -37,7 +45,7 @@ def list_runs():
         with db.read_session() as s:
             run, steps = runs.load_run(s, parse_id(args["id"], "id"))
         return {"run": run_json(run, steps)}
-    limit = _limit(args.get("limit"))
+    limit = int_arg(args.get("limit"), "limit", 20, 1, 200)
     pipeline_id = parse_id(args["pipeline_id"], "pipeline_id") if "pipeline_id" in args else None
     status = args.get("status")
     if status is not None and status not in t.RUN_STATUSES:
@@ -47,14 +55,6 @@ def list_runs():
         if not listed and pipeline_id is not None and not runs.pipeline_known(s, pipeline_id):
             raise ApiError(404, f"pipeline {pipeline_id} not found")
     return {"runs": [run_json(run, steps) for run, steps in listed]}
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return 20
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 200:
-        raise ApiError(400, "limit must be an integer from 1 to 200")
-    return int(raw)
 
 
 @bp.post("")

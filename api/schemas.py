@@ -55,6 +55,15 @@ def parse_id(value: Any, what: str) -> int:
         raise ApiError(400, f"{what}: {exc}") from None
 
 
+def int_arg(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    """A query argument that is a whole number from `low` to `high` (ASCII digits only)."""
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise ApiError(400, f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
