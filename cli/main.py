@@ -170,7 +170,14 @@ def beat(celery_args: tuple[str, ...]) -> None:
 
 def _log_level() -> str:
     """LOG_LEVEL, for every command (Celery and gunicorn set their own otherwise)."""
-    return os.environ.get("LOG_LEVEL", "INFO").upper()
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    if level not in _LOG_LEVELS:
+        raise click.ClickException(
+            f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {os.environ['LOG_LEVEL']!r}")
+    return level
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _safe_url(url: str) -> str:

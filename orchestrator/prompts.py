@@ -42,7 +42,7 @@ class Steps(list):
         return super().__getitem__(key)
 
 
-# An integer power may have at most this many bits (about 300,000 decimal digits).
+# An integer power or product may have at most this many bits (about 300,000 decimal digits).
 MAX_POWER_BITS = 1_000_000
 
 
@@ -58,6 +58,9 @@ class _Environment(ImmutableSandboxedEnvironment):
             if abs(left).bit_length() * right > MAX_POWER_BITS:  # a big base, raised again
                 raise SecurityError("power too large")
         if op == "*":
+            if isinstance(left, int) and isinstance(right, int):  # squaring, again and again
+                if left.bit_length() + right.bit_length() > MAX_POWER_BITS:
+                    raise SecurityError("product too large")
             for seq, count in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(count, int):
                     if len(seq) * count > MAX_RENDERED_CHARS:

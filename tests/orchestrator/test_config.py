@@ -55,3 +55,14 @@ def test_cli_names_the_bad_setting_and_does_nothing(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip() == "Error: SWEEP_SECONDS must be more than 0, got '0'"
     assert not target.exists()
+
+
+def test_cli_names_a_bad_log_level(tmp_path):
+    target = tmp_path / "never.db"
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{target}", "LOG_LEVEL": "loud"}
+    done = subprocess.run([sys.executable, "-m", "cli", "db", "upgrade"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("Error: LOG_LEVEL must be one of DEBUG, INFO, WARNING, "
+                                   "ERROR, CRITICAL, got 'loud'")
+    assert not target.exists()

@@ -88,6 +88,7 @@ def test_no_files_no_includes():
     ("{{ 'x' * 10**9 }}", "repetition too large"),
     ("{{ 10 ** 100000 }}", "exponent too large"),
     ("{{ ((10 ** 1000) ** 1000) ** 100 }}", "power too large"),
+    ("{% set a = 9 ** 1000 %}" + "{% set a = a * a %}" * 30 + "{{ a }}", "product too large"),
     ("{% for a in range(60000) %}{% for b in range(60000) %}{% endfor %}{% endfor %}",
      "range() asked for more than"),
     ("{% for a in range(90000) %}" + "y" * 20 + "{% endfor %}",
