@@ -47,22 +47,16 @@ def test_polling_slower_than_lease_renewal_is_refused():
     assert Settings.from_env({"STEP_LEASE_SECONDS": "3", "STEP_POLL_SECONDS": "0.9"})
 
 
-def test_cli_names_the_bad_setting_and_does_nothing(tmp_path):
+@pytest.mark.parametrize(("name", "raw", "says"), [
+    ("SWEEP_SECONDS", "0", "SWEEP_SECONDS must be more than 0, got '0'"),
+    ("LOG_LEVEL", "loud",
+     "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'loud'"),
+])
+def test_cli_names_the_bad_setting_and_does_nothing(tmp_path, name, raw, says):
     target = tmp_path / "never.db"
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{target}", "SWEEP_SECONDS": "0"}
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{target}", name: raw}
     done = subprocess.run([sys.executable, "-m", "cli", "db", "upgrade"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
-    assert done.stderr.strip() == "Error: SWEEP_SECONDS must be more than 0, got '0'"
-    assert not target.exists()
-
-
-def test_cli_names_a_bad_log_level(tmp_path):
-    target = tmp_path / "never.db"
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{target}", "LOG_LEVEL": "loud"}
-    done = subprocess.run([sys.executable, "-m", "cli", "db", "upgrade"], env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1
-    assert done.stderr.strip() == ("Error: LOG_LEVEL must be one of DEBUG, INFO, WARNING, "
-                                   "ERROR, CRITICAL, got 'loud'")
+    assert done.stderr.strip() == f"Error: {says}"
     assert not target.exists()
