@@ -76,9 +76,7 @@ def _ping_when_idle(engine: Engine) -> None:
         if time.monotonic() - record.info.get("idle_since", 0.0) < IDLE_PING_SECONDS:
             return
         try:
-            with dbapi_conn.cursor() as cur:
-                cur.execute("SELECT 1")
-            dbapi_conn.rollback()
+            engine.dialect.do_ping(dbapi_conn)  # the check pool_pre_ping makes
         except Exception as exc:  # whatever the driver raises: the pool retries anew
             raise DisconnectionError(f"idle connection lost: {exc}") from exc
 
