@@ -9,6 +9,7 @@ from api.auth import require
 from api.errors import ApiError
 from api.schemas import IdBody, TemplateCreate, TemplateUpdate, json_body, template_json
 from orchestrator import catalog, db
+from orchestrator.models import WorkflowTemplate
 
 bp = Blueprint("workflows", __name__, url_prefix="/api/workflows")
 
@@ -20,6 +21,14 @@ def check_agent(fields: dict) -> None:
         raise ApiError(
             400, f"agent: unknown agent profile {agent!r} (configured: {', '.join(sorted(profiles))})"
         )
+
+
+def check_template(fields: dict, current: WorkflowTemplate | None = None) -> None:
+    """Every rule a template write must pass once its body is valid, in SPEC §15's order
+    (body → profile's edit_role → prompt parses → injection scan). `fields` is what the
+    request sets; `current` the stored template an update changes (None on create).
+    Every path that writes a template (POST, PUT, apply) calls this, and only this."""
+    check_agent(fields)
 
 
 @bp.get("")
@@ -38,7 +47,7 @@ def create_template():
         k: v for k, v in body.model_dump(exclude={"task_prompt"}).items() if v is not None
     }
     fields.setdefault("description", None)
-    check_agent(fields)
+    check_template(fields)
     with db.session() as s:
         tpl = catalog.create_template(s, fields, g.identity.name)
         return {"template": template_json(tpl)}, 201
@@ -51,8 +60,8 @@ def update_template():
     data = json_body()
     body = TemplateUpdate.model_validate(data)
     fields = body.fields(set(data) - {"id"})
-    check_agent(fields)
     with db.session() as s:
+        check_template(fields, catalog.get_template(s, body.id))
         tpl = catalog.update_template(s, body.id, fields)
         return {"template": template_json(tpl)}
 
