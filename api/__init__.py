@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from orchestrator import db
+from orchestrator import db, masking
 from orchestrator.config import Settings
 from orchestrator.profiles import load_profiles
 
@@ -28,6 +28,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         PROFILES=load_profiles(settings.agents_file),
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
     )
+    # Advances and callbacks store text too: the secrets are masked out of it.
+    masking.learn(masking.known_secrets(settings, app.config["PROFILES"]))
     app.json.sort_keys = False
     db.init(settings)
     init_celery(app, settings)

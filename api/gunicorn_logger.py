@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gunicorn import glogging
 
-from orchestrator import logs
+from orchestrator import logs, masking
 from orchestrator.config import Settings
 
 
@@ -17,7 +17,7 @@ class Logger(glogging.Logger):
     def setup(self, cfg) -> None:
         super().setup(cfg)
         settings = Settings.from_env()
-        logs.configure(cfg.loglevel, settings.log_format, logs.secrets_of(settings))
+        logs.configure(cfg.loglevel, settings.log_format, masking.known_secrets(settings))
         for log in (self.error_log, self.access_log):
             for h in log.handlers:
                 h.setFormatter(logs.make_formatter(settings.log_format, getattr(h, "stream", None)))

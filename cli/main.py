@@ -10,7 +10,7 @@ import time
 
 import click
 
-from orchestrator import db, logs, migrate, tallies
+from orchestrator import db, logs, masking, migrate, tallies
 from orchestrator.auth import ROLES, create_key, has_keys
 from orchestrator.config import Settings
 
@@ -23,7 +23,7 @@ def main() -> None:
     except ValueError as exc:  # a bad setting: say which, before any command starts
         raise click.ClickException(str(exc)) from None
     logs.configure(_log_level(), settings.log_format,
-                   logs.secrets_of(settings))
+                   masking.known_secrets(settings))
 
 
 @main.group(name="db")

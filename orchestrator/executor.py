@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from orchestrator import callbacks, db, logs, runs
+from orchestrator import callbacks, db, logs, masking, runs
 from orchestrator import transitions as t
 from orchestrator.config import Settings
 from orchestrator.effects import CancelSession, Dispatcher, RunStepMessage
@@ -87,6 +87,7 @@ class Executor:
         self.profiles = profiles
         self.dispatcher = dispatcher
         self.worker_id = worker_id or f"{HOST}:{os.getpid()}"
+        masking.learn(masking.known_secrets(settings, profiles))
 
     # -- one step -------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 Every record about a run carries `run_id`, `step_index`, `spawn_id` and `pipeline`: from
 the record's `extra`, or else from the context a worker binds while it runs a step
-(`bind`). Known secrets and anything shaped like a key, token or password are masked
-before a line is written.
+(`bind`). Known secrets (`orchestrator.masking`) and anything shaped like a key, token or
+password are masked before a line is written.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from orchestrator import masking
+from orchestrator.masking import MASK
+
 RUN_FIELDS = ("run_id", "step_index", "spawn_id", "pipeline")
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
@@ -28,7 +31,6 @@ _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
     "orchestrator_log_context", default=None
 )
 
-MASK = "***"
 _PATTERNS = [
     # Our own API keys.
     (re.compile(r"\bpo_[A-Za-z0-9_\-]{16,}"), MASK),
@@ -44,19 +46,10 @@ _PATTERNS = [
         r"[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)[^\s\"'&,;}]+"
     ), r"\1" + MASK),
 ]
-_known_secrets: set[str] = set()
-
-
-def add_secret(value: str | None) -> None:
-    """Mask this exact value wherever it appears (the bootstrap API key, LLM keys)."""
-    if value and len(value) >= 6:
-        _known_secrets.add(value)
 
 
 def redact(text: str) -> str:
-    for secret in _known_secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
+    text = masking.mask(text) or text
     for pattern, repl in _PATTERNS:
         text = pattern.sub(repl, text)
     return text
@@ -162,8 +155,7 @@ def configure(
 ) -> logging.Handler:
     """Point the root logger at one handler of ours (replacing any earlier one)."""
     stream = stream or sys.stderr
-    for secret in secrets:
-        add_secret(secret)
+    masking.learn(secrets)
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_orchestrator", False)]:
         root.removeHandler(old)
@@ -176,20 +168,3 @@ def configure(
         root.setLevel(level if isinstance(level, int) else str(level).upper())
     return handler
 
-
-def secrets_of(settings: Any) -> list[str]:
-    """Values to mask: the bootstrap key and the LLM keys agent profiles point at."""
-    import os
-
-    from orchestrator.profiles import ProfileError, load_profiles
-
-    found = [settings.api_key] if settings.api_key else []
-    try:
-        profiles = load_profiles(settings.agents_file)
-    except ProfileError:
-        return found
-    for profile in profiles.values():
-        env_name = profile.options.get("api_key_env")
-        if isinstance(env_name, str) and os.environ.get(env_name):
-            found.append(os.environ[env_name])
-    return found

@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from orchestrator import durations
+from orchestrator import durations, masking
 from orchestrator import transitions as t
 from orchestrator.effects import CancelSession, Effect, RunStepMessage
 from orchestrator.models import Pipeline, PipelineRun, PipelineStep, RunEvent, RunStep, now
@@ -606,9 +606,11 @@ def _write_step(
     if result is not None:
         if result.spawn_id is not None:
             step.spawn_id = result.spawn_id
-        step.error = result.error
+        # Whoever reported it (a session, a gateway, a person), a known secret in the text
+        # is never stored: a viewer may read every step.
+        step.error = masking.mask(result.error)
         if result.output is not None:
-            step.output = result.output
+            step.output = masking.mask(result.output, cut=result.output_truncated)
             step.output_truncated = result.output_truncated
         if result.usage is not None:
             step.usage = result.usage

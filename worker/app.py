@@ -12,7 +12,7 @@ import gc
 from celery import Celery
 from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
 
-from orchestrator import db, logs, tallies
+from orchestrator import db, logs, masking, tallies
 from orchestrator.config import Settings
 
 # Longer than the longest step timeout (3600 s) plus grace: a message is redelivered by
@@ -73,7 +73,7 @@ def _fresh_connections(**_kwargs) -> None:
 def _structured_logs(loglevel=None, **_kwargs) -> None:
     # Connected, so Celery leaves the root logger and stdout to us.
     settings = Settings.from_env()
-    logs.configure(loglevel or "INFO", settings.log_format, logs.secrets_of(settings))
+    logs.configure(loglevel or "INFO", settings.log_format, masking.known_secrets(settings))
 
 
 @task_prerun.connect

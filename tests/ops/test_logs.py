@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from orchestrator import logs
+from orchestrator import logs, masking
 from tests.conftest import ADMIN_KEY
 
 
@@ -55,7 +55,7 @@ def test_bound_context_fills_what_extra_does_not_say(capture):
 
 
 def test_secrets_are_masked(capture):
-    logs.add_secret("bootstrap-secret-value")
+    masking.learn(["bootstrap-secret-value"])
     log = logging.getLogger("x")
     log.info("key %s used", "po_" + "A" * 43)
     log.info("header Authorization: Bearer abcdefghijklmnop")
