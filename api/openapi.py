@@ -270,6 +270,10 @@ TEMPLATE = {"template": ref("Template")}
 PIPELINE = {"pipeline": ref("Pipeline")}
 RUN = {"run": ref("Run")}
 
+EDIT_ROLE = ('A template on an agent profile with edit_role = "admin" (one whose prompt '
+             "runs as a program, say) is created or changed only by an admin: 403 otherwise, "
+             "after the body is validated.")
+
 # (path, method) → operation; the Flask rule is the path with no braces.
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/healthz", "get"): operation(
@@ -285,13 +289,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "List workflow templates",
         ok("200", "Templates", {"templates": {"type": "array", "items": ref("Template")}}),
         role="viewer"),
-    ("/api/workflows", "post"): operation(
+    ("/api/workflows", "post"): {**operation(
         "Create a template", ok("201", "Created", TEMPLATE),
-        role="operator", body="TemplateCreate", mutating=True),
-    ("/api/workflows", "put"): operation(
+        role="operator", body="TemplateCreate", mutating=True), "description": EDIT_ROLE},
+    ("/api/workflows", "put"): {**operation(
         "Update a template (only the fields sent)",
         {**ok("200", "Updated", TEMPLATE), **errors("404")},
-        role="operator", body="TemplateUpdate", mutating=True),
+        role="operator", body="TemplateUpdate", mutating=True), "description": EDIT_ROLE},
     ("/api/workflows", "delete"): operation(
         "Delete a template no pipeline uses (409 otherwise)",
         {"200": {"description": "Deleted", "content": json_content(ref("Success"))},

@@ -23,12 +23,31 @@ def check_agent(fields: dict) -> None:
         )
 
 
+def check_edit_role(fields: dict, current: WorkflowTemplate | None) -> None:
+    """A template on a profile with `edit_role = "admin"` is written only by an admin:
+    creating one, changing one, or moving one onto such a profile."""
+    profiles = current_app.config["PROFILES"]
+    if current is None:
+        agents = {fields.get("agent") or WorkflowTemplate.agent.default.arg}
+    else:
+        agents = {fields.get("agent"), current.agent}
+    for agent in sorted(a for a in agents if a in profiles):
+        needed = profiles[agent].edit_role
+        if not g.identity.can(needed):
+            raise ApiError(403, (
+                f"this needs the {needed} role: agent profile {agent!r} has "
+                f'edit_role = "{needed}", because what its templates say runs with the '
+                f"workers' access, so only an {needed} may create or change a template "
+                f"that uses it; your key has {g.identity.role}"))
+
+
 def check_template(fields: dict, current: WorkflowTemplate | None = None) -> None:
     """Every rule a template write must pass once its body is valid, in SPEC §15's order
     (body → profile's edit_role → prompt parses → injection scan). `fields` is what the
     request sets; `current` the stored template an update changes (None on create).
     Every path that writes a template (POST, PUT, apply) calls this, and only this."""
     check_agent(fields)
+    check_edit_role(fields, current)
 
 
 @bp.get("")

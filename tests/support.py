@@ -21,6 +21,11 @@ TEST_AGENTS = """
 runtime = "command"
 argv = ["bash", "-c", "{prompt}"]
 
+[agents.admin-sh]
+runtime = "command"
+argv = ["bash", "-c", "--", "{prompt}"]
+edit_role = "admin"
+
 [agents.manual]
 runtime = "manual"
 
