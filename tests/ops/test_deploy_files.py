@@ -95,6 +95,22 @@ def test_compose_services_run_cli_commands_with_health_checks_and_volumes():
     assert used == declared == {"pgdata", "redisdata", "beat", "flower"}
 
 
+SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "python", "python3", "node", "perl", "ruby"}
+
+
+def test_compose_mounts_no_profile_file_whose_shell_profile_an_operator_can_use():
+    from orchestrator.profiles import load_profiles
+
+    mounted = {interpolate(v).rsplit(":", 2)[0] for svc in compose()["services"].values()
+               for v in svc.get("volumes", []) if "/etc/orchestrator/agents.toml" in v}
+    assert mounted == {"./examples/agents.toml"}
+    profiles = load_profiles(str(ROOT / "examples" / "agents.toml"))
+    interpreters = [p for p in profiles.values() if p.runtime == "command"
+                    and Path(p.options["argv"][0]).name in SHELLS]
+    assert interpreters, "the examples have a shell profile"
+    assert all(p.edit_role == "admin" for p in interpreters), [p.name for p in interpreters]
+
+
 def test_procfile_processes_run_cli_commands():
     procs = {}
     for line in (ROOT / "Procfile").read_text().splitlines():
