@@ -49,7 +49,7 @@ _PATTERNS = [
 
 
 def redact(text: str) -> str:
-    text = masking.mask(text) or text
+    text = masking.mask(text)
     for pattern, repl in _PATTERNS:
         text = pattern.sub(repl, text)
     return text

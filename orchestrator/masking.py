@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 MASK = "***"
@@ -19,6 +19,7 @@ MIN_SECRET_CHARS = 6
 # Where stored text was cut, a leading piece this long of a secret's end is masked too.
 MIN_FRAGMENT_CHARS = 4
 
+Text = TypeVar("Text", str, None)
 _known: set[str] = set()
 _pattern: re.Pattern[str] | None = None
 
@@ -69,7 +70,7 @@ def _compile(values: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE) if ordered else None
 
 
-def mask(text: str | None, cut: bool = False) -> str | None:
+def mask(text: Text, cut: bool = False) -> Text:
     """`text` with every known secret replaced by ***. `cut` says the text is the tail of
     a longer one: a secret cut in two at its start is masked as well."""
     if not text or _pattern is None:
