@@ -1,6 +1,6 @@
 """Browser fixtures: Debian's Chromium driven by Playwright against the live stack.
 
-Screenshots of the main views land in tests/ui/screenshots/ (ignored by git).
+Screenshots of the main views land in tests/ui/screenshots/ (committed, to review the views).
 """
 
 from __future__ import annotations

@@ -64,15 +64,6 @@ export function patch(container, nodes) {
   while (container.children.length > next.length) container.lastElementChild.remove();
 }
 
-export function fmtTime(epoch) {
-  if (!epoch) return "—";
-  const d = new Date(epoch * 1000);
-  const today = new Date();
-  const sameDay = d.toDateString() === today.toDateString();
-  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  return sameDay ? time : `${d.toLocaleDateString([], { month: "short", day: "numeric" })} ${time}`;
-}
-
 export function fmtAgo(epoch) {
   if (!epoch) return "never";
   const s = Math.max(0, Date.now() / 1000 - epoch);

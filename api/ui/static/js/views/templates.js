@@ -169,6 +169,7 @@ async function openForm(t) {
     err.replaceChildren(msg, rules?.length ? injectionList(rules) : "");
     err.hidden = false;
     el?.focus();
+    err.scrollIntoView({ block: "nearest" });
   };
 
   form.addEventListener("submit", async (e) => {
