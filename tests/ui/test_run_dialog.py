@@ -128,3 +128,14 @@ def test_inputs_are_found_only_inside_template_tags(open_page, keys):
         ];
     }""")
     assert found == [["a", "b c"], ["spaced", "q"], ["d", "a"], []]
+
+
+def test_the_dialog_reads_the_prompts_as_they_are_now(open_page, keys, api):
+    tpl = api.template("Hello", agent="echo", name=unique("Edited"))
+    pipeline = api.pipeline(tpl["id"], tpl["id"], name=unique("Edited twice"))
+    page = open_page(keys["operator"])
+    expect(page.locator(f".pipeline[data-pipeline-id='{pipeline['id']}']")).to_be_visible()
+    api.ok("PUT", "/api/workflows", {"id": tpl["id"], "prompt": "Hello {{ inputs.late }}"})
+    dialog = open_dialog(page, pipeline["id"])
+    expect(dialog.locator("[data-input]")).to_have_count(1)
+    expect(dialog.locator("[data-input=late]")).to_be_visible()

@@ -101,14 +101,12 @@ export async function loadAll() {
 
 // --- paged lists ---------------------------------------------------------------------
 
-const LIST_KEY = { templates: "templates", pipelines: "pipelines" };
-
 function fetchPage(kind, offset = state.pages[kind].offset) {
   return api[kind]({ limit: PAGE_SIZE, offset }).then((data) => ({ data, offset }));
 }
 
 function showPage(kind, { data, offset }) {
-  const items = data[LIST_KEY[kind]] || [];
+  const items = data[kind] || [];
   const total = typeof data.total === "number" ? data.total : null;
   state[kind] = items;
   state.pages[kind] = { offset: total === null ? 0 : offset, total };
@@ -128,25 +126,33 @@ export async function goToPage(kind, offset) {
 }
 
 /**
- * Every template, read a thousand at a time (the pipeline form's picker needs them all).
- * A server without `total` answers the whole list to the first request.
+ * Read templates a thousand at a time, fresh from the server, until `enough(seen ids)`
+ * says so or the list ends. A server without `total` answers the whole list at once.
  */
-export async function allTemplates() {
+async function readTemplates(enough = () => false) {
   const found = [];
+  const seen = new Set();
   for (let offset = 0; ; offset += 1000) {
     const data = await api.templates({ limit: 1000, offset });
     const items = data.templates || [];
+    for (const t of items) {
+      state.templateIndex.set(t.id, t);
+      seen.add(t.id);
+    }
     found.push(...items);
-    if (typeof data.total !== "number" || !items.length || found.length >= data.total) break;
+    if (enough(seen) || typeof data.total !== "number" || !items.length || found.length >= data.total) break;
   }
-  for (const t of found) state.templateIndex.set(t.id, t);
   return found;
 }
 
-/** The templates with these ids (those that still exist), reading pages only if needed. */
+/** Every template (the pipeline form's picker offers them all, not a page). */
+export function allTemplates() {
+  return readTemplates();
+}
+
+/** The current versions of the templates with these ids (those that still exist). */
 export async function findTemplates(ids) {
-  const missing = ids.filter((id) => !state.templateIndex.has(id));
-  if (missing.length) await allTemplates();
+  await readTemplates((seen) => ids.every((id) => seen.has(id)));
   return ids.map((id) => state.templateIndex.get(id)).filter(Boolean);
 }
 
@@ -161,7 +167,7 @@ export async function learnStepTemplates() {
   if (!missing.length || learning) return;
   learning = true;
   try {
-    await allTemplates();
+    await findTemplates(missing);
     for (const id of missing) if (!state.templateIndex.has(id)) unknownTemplates.add(id);
     changed();
   } catch {
