@@ -134,3 +134,18 @@ def test_the_template_form_lists_the_rules_a_422_names(open_page, keys, api):
     expect(form).to_be_visible()
     expect(form.locator("#tf-prompt")).to_be_focused()
     shot(page, "template-injection-refused", full_page=False)
+
+
+def test_a_registered_step_action_appears_in_each_step_row(open_page, keys, api):
+    _, run = finished_run(api, inputs={"who": "Di"})
+    page = open_page(keys["operator"])
+    page.evaluate("""async () => {
+        const { registerStepAction } = await import("/ui/static/js/step_actions.js");
+        registerStepAction((run, step) => run.status === "completed" ? Object.assign(
+            document.createElement("button"), {textContent: `probe ${step.step_index}`}) : null);
+    }""")
+    page.goto(f"/#/runs/{run['id']}")
+    slots = page.locator("#run-detail [data-slot=step-actions]")
+    expect(slots).to_have_count(2)
+    expect(slots.nth(0)).to_have_text("probe 0")
+    expect(slots.nth(1)).to_have_text("probe 1")
