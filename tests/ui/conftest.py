@@ -1,6 +1,6 @@
 """Browser fixtures: Debian's Chromium driven by Playwright against the live stack.
 
-Screenshots of the main views land in tests/ui/screenshots/ (ignored by git).
+Screenshots of the main views land in tests/ui/screenshots/ (committed, to review the views).
 """
 
 from __future__ import annotations
@@ -79,6 +79,14 @@ def sign_in(page, key: str) -> None:
     page.wait_for_selector("#live[data-state='live']")
 
 
+MAX_SHOT_HEIGHT = 2000  # a page of 50 cards would otherwise make a multi-MB image
+
+
 def shot(page, name: str, full_page: bool = True) -> None:
     SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+    clip = None
+    if full_page:
+        width, height = page.evaluate(
+            "[document.documentElement.clientWidth, document.documentElement.scrollHeight]")
+        clip = {"x": 0, "y": 0, "width": width, "height": min(height, MAX_SHOT_HEIGHT)}
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page, clip=clip)

@@ -3,6 +3,7 @@ PostgreSQL): forms, live run progress, the manual buttons, roles and error messa
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -36,8 +37,8 @@ def test_build_a_pipeline_in_the_forms_and_watch_it_run(open_page, keys, api):
     page = open_page(keys["operator"])
     page.click("[data-nav=templates]")
     build, ship = unique("Build"), unique("Ship")
-    create_template_in_form(page, build, "sh", "sleep 1.2; echo built")
-    create_template_in_form(page, ship, "sh", "sleep 1.2; echo shipped")
+    create_template_in_form(page, build, "sh", "sleep 2; echo built")
+    create_template_in_form(page, ship, "sh", "sleep 2; echo shipped")
     card = page.locator(".template", has_text=build)
     expect(card.locator(".fact", has_text="Agent")).to_contain_text("sh · command")
     shot(page, "templates")
@@ -81,15 +82,18 @@ def test_build_a_pipeline_in_the_forms_and_watch_it_run(open_page, keys, api):
 
     page.evaluate("window.__sameDocument = true")
     card.get_by_role("button", name="Run", exact=True).click()
-    active = page.locator("#active-runs .active-run").filter(has_text=name)
-    expect(active).to_be_visible()
-    run_id = int(active.get_attribute("data-run-id"))
-    first = active.locator(".dot[data-step='0']")
+    page.locator("#run-dialog #rd-start").click()
+    # The new run opens at once, its program step running.
+    expect(page).to_have_url(re.compile(r"#/runs/\d+$"))
+    run_id = int(page.url.rsplit("/", 1)[1])
+    first = page.locator("#run-detail .step-item[data-step='0'] .dot")
     expect(first).to_have_attribute("data-status", "running")
     expect(first).to_have_css("background-color", AMBER)
     expect(first).to_have_css("animation-name", "pulse")
+    page.click("[data-nav=pipelines]")
+    active = page.locator(f"#active-runs .active-run[data-run-id='{run_id}']")
     expect(active).to_contain_text(f"Run #{run_id}")
-    expect(active).to_contain_text("Step 1 / 2")
+    expect(active).to_contain_text(name)
     shot(page, "pipelines-active-run")
 
     # Open the run history; the same run's dots go green with no reload.
@@ -139,10 +143,14 @@ def test_manual_steps_done_failed_and_cancel(open_page, keys, api, manual_pipeli
     page = open_page(keys["operator"])
     card = page.locator(f".pipeline[data-pipeline-id='{pipeline['id']}']")
     card.get_by_role("button", name="Run", exact=True).click()
-    active = page.locator("#active-runs .active-run").filter(has_text=pipeline["name"])
-    run_id = int(active.get_attribute("data-run-id"))
+    page.locator("#run-dialog #rd-start").click()
+    expect(page).to_have_url(re.compile(r"#/runs/\d+$"))
+    run_id = int(page.url.rsplit("/", 1)[1])
+    page.click("[data-nav=pipelines]")
+    active = page.locator(f"#active-runs .active-run[data-run-id='{run_id}']")
     dots = [active.locator(f".dot[data-step='{i}']") for i in range(3)]
     expect(dots[0]).to_have_attribute("data-status", "running")
+    expect(active.locator(".waiting-mark")).to_have_text("waiting for you")
 
     active.locator("[data-action=step-done]").click()
     expect(dots[0]).to_have_attribute("data-status", "completed")
@@ -150,6 +158,7 @@ def test_manual_steps_done_failed_and_cancel(open_page, keys, api, manual_pipeli
     expect(active).to_contain_text("Step 2 / 3")
 
     active.locator("[data-action=step-failed]").click()
+    page.locator("#confirm-dialog [data-confirm=yes]").click()
     expect(dots[1]).to_have_attribute("data-status", "failed")
     expect(dots[1]).to_have_css("background-color", RED)
     expect(dots[2]).to_have_attribute("data-status", "running")  # on_failure: continue
@@ -159,6 +168,7 @@ def test_manual_steps_done_failed_and_cancel(open_page, keys, api, manual_pipeli
     assert run["steps_snapshot"][1]["error"]
 
     active.locator("[data-action=cancel]").click()
+    page.locator("#confirm-dialog [data-confirm=yes]").click()
     expect(active).to_have_count(0)
     assert api.run(run_id)["status"] == "cancelled"
 
@@ -235,7 +245,7 @@ def test_api_errors_appear_next_to_their_cause(open_page, keys, api):
     page.click("[data-nav=templates]")
     card = page.locator(f".template[data-template-id='{used['id']}']")
     card.get_by_role("button", name="Delete").click()
-    card.get_by_role("button", name="Confirm delete").click()
+    page.locator("#confirm-dialog [data-confirm=yes]").click()
     error = card.locator(".inline-error")
     expect(error).to_be_visible()
     text = error.inner_text()

@@ -12,10 +12,11 @@ export function setKey(key) {
 }
 
 export class ApiError extends Error {
-  constructor(status, message, detail) {
+  constructor(status, message, detail, body) {
     super(message);
     this.status = status;
     this.detail = detail;
+    this.body = body || null; // the whole JSON answer, for keys beyond `error`
   }
 }
 
@@ -36,6 +37,8 @@ function explain(status, detail, what) {
       return detail ? `${sentence(detail)} It may have been deleted by someone else.` : "It no longer exists; it may have been deleted.";
     case 409:
       return detail ? sentence(detail) : "It changed in the meantime; reload to see its current state.";
+    case 422:
+      return detail ? sentence(detail) : "The server refused this content.";
     case 413:
       return "That is too large to send. Shorten the prompt or parameters and try again.";
     case 429:
@@ -61,6 +64,7 @@ const FIELDS = {
   steps: "Steps",
   on_failure: "on failure",
   template_id: "template",
+  inputs: "Inputs",
 };
 
 // Validation errors come as "tags.1: String should have at most 100 characters"; say
@@ -119,31 +123,37 @@ export async function request(method, path, { body, what, key } = {}) {
   }
   if (!resp.ok) {
     const detail = data && typeof data.error === "string" ? data.error : "";
-    const err = new ApiError(resp.status, explain(resp.status, detail, what), detail);
+    const err = new ApiError(resp.status, explain(resp.status, detail, what), detail, data);
     if (resp.status === 401 && key === undefined) onUnauthorized(err);
     throw err;
   }
   return data;
 }
 
+function query(params) {
+  const qs = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined && v !== null && v !== ""));
+  const text = qs.toString();
+  return text ? `?${text}` : "";
+}
+
 export const api = {
   me: (key) => request("GET", "/api/me", { key, what: "sign in" }),
   agents: () => request("GET", "/api/agents", { what: "list agent profiles" }),
-  templates: () => request("GET", "/api/workflows", { what: "list templates" }),
+  templates: (page = {}) => request("GET", `/api/workflows${query(page)}`, { what: "list templates" }),
   createTemplate: (t) => request("POST", "/api/workflows", { body: t, what: "create this template" }),
   updateTemplate: (t) => request("PUT", "/api/workflows", { body: t, what: "save this template" }),
   deleteTemplate: (id) => request("DELETE", "/api/workflows", { body: { id }, what: "delete this template" }),
-  pipelines: () => request("GET", "/api/pipelines", { what: "list pipelines" }),
+  pipelines: (page = {}) => request("GET", `/api/pipelines${query(page)}`, { what: "list pipelines" }),
   createPipeline: (p) => request("POST", "/api/pipelines", { body: p, what: "create this pipeline" }),
   updatePipeline: (p) => request("PUT", "/api/pipelines", { body: p, what: "save this pipeline" }),
   deletePipeline: (id) => request("DELETE", "/api/pipelines", { body: { id }, what: "delete this pipeline" }),
-  runs: (query = {}) => {
-    const qs = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== undefined && v !== ""));
-    return request("GET", `/api/pipelines/run?${qs}`, { what: "list runs" });
-  },
+  runs: (q = {}) => request("GET", `/api/pipelines/run${query(q)}`, { what: "list runs" }),
   run: (id) => request("GET", `/api/pipelines/run?id=${encodeURIComponent(id)}`, { what: "load this run" }),
-  startRun: (pipelineId) =>
-    request("POST", "/api/pipelines/run", { body: { action: "start", pipeline_id: pipelineId }, what: "start this pipeline" }),
+  startRun: (pipelineId, inputs) =>
+    request("POST", "/api/pipelines/run", {
+      body: { action: "start", pipeline_id: pipelineId, ...(inputs ? { inputs } : {}) },
+      what: "start this pipeline",
+    }),
   advanceRun: (runId, stepIndex, success, error) =>
     request("POST", "/api/pipelines/run", {
       body: { action: "advance", run_id: runId, step_index: stepIndex, success, ...(error ? { error } : {}) },

@@ -1,23 +1,32 @@
 // Pieces shared by the views: status dots, the step chain, run cards, inline errors.
 
 import { api } from "./api.js";
+import { confirmAction } from "./confirm.js";
 import { h, svg, fmtAgo, fmtDuration } from "./dom.js";
+import { statusLabel, waitsForPerson } from "./people.js";
 import { state, canOperate, putRun, setError, loadRun } from "./store.js";
 
 const ARROW = () => svg("0 0 20 12", ["M0 6h16", "M13 2l4 4-4 4"], "arrow");
 
-export function dot(status, label, step) {
+export function dot(status, label, step, waiting = false) {
   return h("span.dot", {
     "data-status": status,
     "data-step": step,
+    "data-waiting": waiting ? "true" : undefined,
     role: "img",
     "aria-label": label || status,
     title: label || status,
   });
 }
 
-export function badge(status) {
-  return h("span.badge", { "data-status": status }, status);
+export function badge(status, label = status) {
+  return h("span.badge", { "data-status": status }, label);
+}
+
+/** A step's badge: "waiting for you" (its own colour) for a step a person resolves. */
+export function stepBadge(run, step) {
+  const waiting = waitsForPerson(run, step);
+  return h("span.badge", { "data-status": waiting ? "waiting" : step.status }, statusLabel(run, step));
 }
 
 export function inlineError(where) {
@@ -43,14 +52,15 @@ export function pipelineChain(steps) {
 }
 
 /** A run's progress: one coloured dot per step, with the step's name. */
-export function runSteps(steps) {
+export function runSteps(run) {
+  const steps = run.steps_snapshot;
   return h(
     "div.run-steps",
     steps.map((s, i) => [
       h(
         "span.run-step",
         { "data-step": s.step_index, "data-status": s.status },
-        dot(s.status, `${s.template_name}: ${s.status}`, s.step_index),
+        dot(s.status, `${s.template_name}: ${statusLabel(run, s)}`, s.step_index, waitsForPerson(run, s)),
         h("span.run-step-name", s.template_name),
       ),
       i < steps.length - 1 ? ARROW() : null,
@@ -79,42 +89,78 @@ export function currentStep(run) {
   return run.steps_snapshot[run.current_step] || null;
 }
 
-async function advance(run, success) {
-  const where = `run:${run.id}`;
+function runError(run, e, when409) {
+  setError(`run:${run.id}`, e.status === 409 ? `${e.message} ${when409}` : e.message);
+  if (e.status === 409 || e.status === 404) loadRun(run.id).catch(() => {});
+}
+
+/**
+ * Resolve step `index` of `run` as done or failed. Failing asks first (with an optional
+ * reason, kept as the step's error); so does overriding a running program.
+ */
+export async function advance(run, index, success, { override = false } = {}) {
+  const step = run.steps_snapshot[index];
+  const who = state.me?.name || "an operator";
+  let reason = "";
+  if (!success || override) {
+    const answer = await confirmAction({
+      title: success ? `Mark step ${index + 1} done?` : `Mark step ${index + 1} failed?`,
+      message: override
+        ? `“${step.template_name}” is a running program. Its own result will be ignored, and the run moves on as if the step had ${success ? "succeeded" : "failed"}.`
+        : `“${step.template_name}” will fail${step.on_failure === "continue" ? "; the run continues with the next step." : " and the run stops."}`,
+      confirmLabel: success ? "Mark done" : "Mark failed",
+      reason: success ? null : { label: "Reason", placeholder: `Marked failed by ${who}` },
+    });
+    if (!answer) return;
+    reason = answer.reason;
+  }
   try {
-    const reason = success ? undefined : `Marked failed by ${state.me?.name || "an operator"}`;
-    const res = await api.advanceRun(run.id, run.current_step, success, reason);
-    setError(where, null);
+    const error = success ? undefined : reason || `Marked failed by ${who}`;
+    const res = await api.advanceRun(run.id, index, success, error);
+    setError(`run:${run.id}`, null);
     putRun(res.run);
   } catch (e) {
-    setError(where, e.status === 409 ? `${e.message} The run had already moved on; it now shows its current state.` : e.message);
-    if (e.status === 409 || e.status === 404) loadRun(run.id).catch(() => {});
+    runError(run, e, "The run had already moved on; it now shows its current state.");
   }
 }
 
 async function cancel(run) {
-  const where = `run:${run.id}`;
+  const answer = await confirmAction({
+    title: `Cancel run #${run.id}?`,
+    message: `“${run.pipeline_name}” stops now: the running step's session is terminated and the steps not yet run are skipped.`,
+    confirmLabel: "Cancel run",
+    keepLabel: "Keep running",
+  });
+  if (!answer) return;
   try {
     const res = await api.cancelRun(run.id);
-    setError(where, null);
+    setError(`run:${run.id}`, null);
     putRun(res.run);
   } catch (e) {
-    setError(where, e.status === 409 ? `${e.message} It now shows its current state.` : e.message);
-    if (e.status === 409 || e.status === 404) loadRun(run.id).catch(() => {});
+    runError(run, e, "It now shows its current state.");
   }
 }
 
-/** Step Done / Step Failed / Cancel for one run, for people allowed to use them. */
+/**
+ * The run's controls for people allowed to use them: Step Done / Step Failed only while
+ * the current step waits for a person, and Cancel while the run is active.
+ */
 export function runControls(run) {
   if (!canOperate()) return null;
-  const done = actionButton("Step Done", "btn-success", () => advance(run, true));
-  const failed = actionButton("Step Failed", "btn-danger-soft", () => advance(run, false));
+  const step = currentStep(run);
+  const buttons = [];
+  if (waitsForPerson(run, step)) {
+    const done = actionButton("Step Done", "btn-success", () => advance(run, step.step_index, true));
+    const failed = actionButton("Step Failed", "btn-danger-soft", () => advance(run, step.step_index, false));
+    done.dataset.action = "step-done";
+    failed.dataset.action = "step-failed";
+    buttons.push(done, failed);
+  }
   const cancelBtn = actionButton("Cancel", "btn-ghost", () => cancel(run));
-  for (const b of [done, failed, cancelBtn]) b.classList.add("btn-sm");
-  done.dataset.action = "step-done";
-  failed.dataset.action = "step-failed";
   cancelBtn.dataset.action = "cancel";
-  return h("div.run-controls", done, failed, cancelBtn);
+  buttons.push(cancelBtn);
+  for (const b of buttons) b.classList.add("btn-sm");
+  return h("div.run-controls", buttons);
 }
 
 /** The Active Run Banner's card for one pending or running run. */
@@ -122,9 +168,10 @@ export function activeRunCard(run) {
   const n = run.steps_snapshot.length;
   const k = Math.min(run.current_step + 1, n);
   const step = currentStep(run);
+  const waiting = waitsForPerson(run, step);
   return h(
     "article.active-run",
-    { dataset: { key: `run-${run.id}`, runId: run.id, status: run.status } },
+    { dataset: { key: `run-${run.id}`, runId: run.id, status: run.status, waiting: waiting ? "true" : undefined } },
     h(
       "div.active-run-head",
       h(
@@ -138,8 +185,9 @@ export function activeRunCard(run) {
         step ? ` · ${step.template_name}` : "",
         run.started_at ? ` · ${fmtDuration(run.started_at)}` : " · waiting for a worker",
       ),
+      waiting ? h("span.waiting-mark", "waiting for you") : null,
     ),
-    runSteps(run.steps_snapshot),
+    runSteps(run),
     runControls(run),
     inlineError(`run:${run.id}`),
   );
@@ -155,7 +203,7 @@ export function runRow(run, { showPipeline = false } = {}) {
     badge(run.status),
     h("span.run-row-dots", run.steps_snapshot.map((s) => dot(s.status, `${s.template_name}: ${s.status}`, s.step_index))),
     h("span.muted.small.run-row-when", { title: new Date((run.created_at || 0) * 1000).toLocaleString() }, fmtAgo(run.started_at || run.created_at)),
-    h("span.muted.small.run-row-dur", fmtDuration(run.started_at, run.completed_at)),
+    h("span.muted.small.run-row-dur", fmtDuration(run.started_at, run.completed_at, run.duration_ms)),
     h("span.muted.small.run-row-by", run.triggered_by),
   );
 }

@@ -64,15 +64,6 @@ export function patch(container, nodes) {
   while (container.children.length > next.length) container.lastElementChild.remove();
 }
 
-export function fmtTime(epoch) {
-  if (!epoch) return "—";
-  const d = new Date(epoch * 1000);
-  const today = new Date();
-  const sameDay = d.toDateString() === today.toDateString();
-  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  return sameDay ? time : `${d.toLocaleDateString([], { month: "short", day: "numeric" })} ${time}`;
-}
-
 export function fmtAgo(epoch) {
   if (!epoch) return "never";
   const s = Math.max(0, Date.now() / 1000 - epoch);
@@ -82,14 +73,35 @@ export function fmtAgo(epoch) {
   return `${Math.round(s / 86400)} d ago`;
 }
 
-export function fmtDuration(start, end) {
+/** A date with its time, always with the day: "2 Dec 2026, 03:31:05". */
+export function fmtDateTime(epoch) {
+  if (!epoch) return "—";
+  return new Date(epoch * 1000).toLocaleString([], {
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
+}
+
+/**
+ * How long something took. `ms` (the API's `duration_ms`) is precise and shown to the
+ * millisecond below ten seconds; without it only the epoch seconds are known, so the
+ * figure is whole seconds and never pretends otherwise ("< 1 s", not "0 ms").
+ */
+export function fmtDuration(start, end, ms) {
+  if (typeof ms === "number" && ms >= 0) {
+    if (ms < 1000) return `${Math.round(ms)} ms`;
+    if (ms < 10_000) return `${(ms / 1000).toFixed(2)} s`;
+    if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+    return fmtSeconds(Math.round(ms / 1000));
+  }
   if (!start) return "—";
-  const secs = Math.max(0, (end || Date.now() / 1000) - start);
-  if (secs < 1) return `${Math.round(secs * 1000)} ms`;
-  if (secs < 60) return `${secs.toFixed(secs < 10 ? 1 : 0)} s`;
+  const secs = Math.max(0, Math.floor((end || Date.now() / 1000) - start));
+  return secs < 1 ? "< 1 s" : fmtSeconds(secs);
+}
+
+function fmtSeconds(secs) {
+  if (secs < 60) return `${secs} s`;
   const m = Math.floor(secs / 60);
-  const s = Math.round(secs % 60);
-  if (m < 60) return `${m}m ${s}s`;
+  if (m < 60) return `${m}m ${secs % 60}s`;
   return `${Math.floor(m / 60)}h ${m % 60}m`;
 }
 

@@ -4,16 +4,23 @@
 import { api, getKey } from "./api.js";
 
 export const ACTIVE = new Set(["pending", "running"]);
+export const PAGE_SIZE = 50;
 
 export const state = {
   me: null,
-  templates: [],
-  pipelines: [],
+  templates: [], // the page of templates on show
+  pipelines: [], // the page of pipelines on show
+  // Where each list's page starts, and how many items the server has (null: the server
+  // sent no `total`, so the list it sent is the whole list).
+  pages: { templates: { offset: 0, total: null }, pipelines: { offset: 0, total: null } },
+  templateIndex: new Map(), // id -> template, every one seen on any page (agent lookups)
   agents: [],
-  runs: new Map(), // id -> run
+  runs: new Map(), // id -> run, as lists give it (step outputs may be omitted)
+  details: new Map(), // id -> run read on its own (`?id=`), with outputs and inputs
   loaded: false,
   live: "connecting", // connecting | live | offline
   errors: new Map(), // where -> message, shown next to what caused it
+  watching: null, // the id of the run whose detail is on show
 };
 
 const listeners = new Set();
@@ -47,7 +54,9 @@ export function putRun(run) {
   if (!run) return;
   const prev = state.runs.get(run.id);
   state.runs.set(run.id, run);
+  if (!run.output_omitted) state.details.set(run.id, run);
   changed();
+  if (!prev && ACTIVE.has(run.status)) learnStepTemplates();
   // A run that just started or finished changes its pipeline's counters.
   if (!prev || prev.status !== run.status) schedulePipelinesRefresh();
 }
@@ -69,14 +78,14 @@ export function recentRuns(limit = 100) {
 
 export async function loadAll() {
   const [templates, pipelines, recent, running, pending] = await Promise.all([
-    api.templates(),
-    api.pipelines(),
+    fetchPage("templates"),
+    fetchPage("pipelines"),
     api.runs({ limit: 100 }),
     api.runs({ status: "running", limit: 200 }),
     api.runs({ status: "pending", limit: 200 }),
   ]);
-  state.templates = templates.templates || [];
-  state.pipelines = pipelines.pipelines || [];
+  showPage("templates", templates);
+  showPage("pipelines", pipelines);
   const fresh = new Map();
   for (const r of [...recent.runs, ...running.runs, ...pending.runs]) fresh.set(r.id, r);
   // Keep runs loaded for an expanded card or a detail page, with their newest state.
@@ -84,7 +93,88 @@ export async function loadAll() {
   state.runs = fresh;
   state.loaded = true;
   changed();
+  // A detail page on show may have missed changes while the stream was away.
+  if (state.watching) loadRun(state.watching).catch(() => {});
+  learnStepTemplates();
   if (!state.agents.length) loadAgents();
+}
+
+// --- paged lists ---------------------------------------------------------------------
+
+function fetchPage(kind, offset = state.pages[kind].offset) {
+  return api[kind]({ limit: PAGE_SIZE, offset }).then((data) => ({ data, offset }));
+}
+
+function showPage(kind, { data, offset }) {
+  const items = data[kind] || [];
+  const total = typeof data.total === "number" ? data.total : null;
+  state[kind] = items;
+  state.pages[kind] = { offset: total === null ? 0 : offset, total };
+  if (kind === "templates") for (const t of items) state.templateIndex.set(t.id, t);
+}
+
+/** Show the page of `kind` that starts at `offset`; past the end, the last page. */
+export async function goToPage(kind, offset) {
+  let page = await fetchPage(kind, Math.max(0, offset));
+  const total = page.data.total;
+  // Deleting the last item of the last page leaves an empty page: step back.
+  if (typeof total === "number" && total > 0 && page.offset >= total) {
+    page = await fetchPage(kind, Math.floor((total - 1) / PAGE_SIZE) * PAGE_SIZE);
+  }
+  showPage(kind, page);
+  changed();
+}
+
+/**
+ * Read templates a thousand at a time, fresh from the server, until `enough(seen ids)`
+ * says so or the list ends. A server without `total` answers the whole list at once.
+ */
+async function readTemplates(enough = () => false) {
+  const found = [];
+  const seen = new Set();
+  for (let offset = 0; ; offset += 1000) {
+    const data = await api.templates({ limit: 1000, offset });
+    const items = data.templates || [];
+    for (const t of items) {
+      state.templateIndex.set(t.id, t);
+      seen.add(t.id);
+    }
+    found.push(...items);
+    if (enough(seen) || typeof data.total !== "number" || !items.length || found.length >= data.total) break;
+  }
+  return found;
+}
+
+/** Every template (the pipeline form's picker offers them all, not a page). */
+export function allTemplates() {
+  return readTemplates();
+}
+
+/** The current versions of the templates with these ids (those that still exist). */
+export async function findTemplates(ids) {
+  await readTemplates((seen) => ids.every((id) => seen.has(id)));
+  return ids.map((id) => state.templateIndex.get(id)).filter(Boolean);
+}
+
+// Which profile a step uses is on its template; active runs' steps are looked up once,
+// and ids that no longer exist are not asked for again.
+const unknownTemplates = new Set();
+let learning = false;
+export async function learnStepTemplates() {
+  const ids = new Set();
+  for (const r of activeRuns()) for (const s of r.steps_snapshot) ids.add(s.template_id);
+  const missing = [...ids].filter((id) => !state.templateIndex.has(id) && !unknownTemplates.has(id));
+  if (!missing.length || learning) return;
+  learning = true;
+  try {
+    await findTemplates(missing);
+    for (const id of missing) if (!state.templateIndex.has(id)) unknownTemplates.add(id);
+    changed();
+  } catch {
+    // The banner then shows the step as a running program; the detail's menu still acts.
+  } finally {
+    learning = false;
+  }
 }
 
 export async function loadAgents() {
@@ -96,14 +186,12 @@ export async function loadAgents() {
   }
 }
 
-export async function refreshTemplates() {
-  state.templates = (await api.templates()).templates || [];
-  changed();
+export function refreshTemplates() {
+  return goToPage("templates", state.pages.templates.offset);
 }
 
-export async function refreshPipelines() {
-  state.pipelines = (await api.pipelines()).pipelines || [];
-  changed();
+export function refreshPipelines() {
+  return goToPage("pipelines", state.pages.pipelines.offset);
 }
 
 export async function loadPipelineRuns(pipelineId) {

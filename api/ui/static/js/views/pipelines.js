@@ -4,26 +4,27 @@ import { api } from "../api.js";
 import { h, patch, svg, fmtAgo, plural } from "../dom.js";
 import {
   activeRunCard,
-  actionButton,
   emptyState,
   inlineError,
   pipelineChain,
   runRow,
 } from "../components.js";
+import { confirmAction } from "../confirm.js";
+import { pager } from "../pager.js";
+import { openRunDialog } from "../run_dialog.js";
 import {
   state,
   activeRuns,
+  allTemplates,
   canOperate,
   changed,
   loadPipelineRuns,
-  putRun,
   refreshPipelines,
   runsOf,
   setError,
 } from "../store.js";
 
 const expanded = new Set();
-const confirming = new Set();
 
 export function render(root) {
   const banner = h("section.banner", { id: "active-runs", "aria-label": "Active runs" });
@@ -60,7 +61,7 @@ function updateList(list) {
     const action = canOperate()
       ? h("button.btn.btn-primary", { type: "button", onclick: () => openForm(null) }, "Create a pipeline")
       : null;
-    const hint = state.templates.length < 2 && canOperate()
+    const hint = (state.pages.templates.total ?? state.templates.length) < 2 && canOperate()
       ? "A pipeline needs at least two workflow templates. Create them on the Templates page first."
       : "A pipeline chains workflow templates; each run walks its steps in order.";
     const empty = emptyState("No pipelines yet", hint, action);
@@ -68,7 +69,9 @@ function updateList(list) {
     patch(list, [empty]);
     return;
   }
-  patch(list, state.pipelines.map(pipelineCard));
+  const pagerError = inlineError("pager:pipelines");
+  if (pagerError) pagerError.dataset.key = "pager-error";
+  patch(list, [...state.pipelines.map(pipelineCard), pager("pipelines", "pipelines"), pagerError].filter(Boolean));
 }
 
 function pipelineCard(p) {
@@ -93,11 +96,9 @@ function pipelineCard(p) {
       ops
         ? h(
             "div.card-actions",
-            actionButton("Run", "btn-primary", () => start(p)),
+            h("button.btn.btn-primary", { type: "button", onclick: () => openRunDialog(p) }, "Run"),
             h("button.btn.btn-ghost", { type: "button", onclick: () => openForm(p) }, "Edit"),
-            confirming.has(p.id)
-              ? actionButton("Confirm delete", "btn-danger", () => remove(p))
-              : h("button.btn.btn-ghost.danger-text", { type: "button", onclick: () => askDelete(p.id) }, "Delete"),
+            h("button.btn.btn-ghost.danger-text", { type: "button", onclick: () => remove(p) }, "Delete"),
           )
         : null,
     ),
@@ -134,34 +135,18 @@ function toggle(id) {
   changed();
 }
 
-function askDelete(id) {
-  confirming.add(id);
-  changed();
-  setTimeout(() => {
-    confirming.delete(id);
-    changed();
-  }, 5000);
-}
-
-async function start(p) {
-  try {
-    const { run } = await api.startRun(p.id);
-    setError(`pipeline:${p.id}`, null);
-    putRun(run);
-  } catch (e) {
-    setError(`pipeline:${p.id}`, e.message);
-  }
-}
-
 async function remove(p) {
+  const answer = await confirmAction({
+    title: `Delete “${p.name}”?`,
+    message: "The pipeline is deleted for good. Its runs are kept, with its name.",
+    confirmLabel: "Delete pipeline",
+  });
+  if (!answer) return;
   try {
     await api.deletePipeline(p.id);
-    confirming.delete(p.id);
     setError(`pipeline:${p.id}`, null);
-    state.pipelines = state.pipelines.filter((x) => x.id !== p.id);
-    changed();
+    await refreshPipelines();
   } catch (e) {
-    confirming.delete(p.id);
     setError(`pipeline:${p.id}`, e.message);
     if (e.status === 404) refreshPipelines().catch(() => {});
   }
@@ -169,7 +154,15 @@ async function remove(p) {
 
 // --- the create/edit form --------------------------------------------------------------
 
-function openForm(pipeline) {
+async function openForm(pipeline) {
+  // The picker offers every template, not just the page the Templates list shows.
+  let templates;
+  try {
+    templates = await allTemplates();
+  } catch (e) {
+    setError(pipeline ? `pipeline:${pipeline.id}` : "pager:pipelines", e.message);
+    return;
+  }
   const dialog = h("dialog.sheet", { id: "pipeline-form", "aria-labelledby": "pipeline-form-title" });
   const steps = pipeline
     ? pipeline.steps.map((s) => ({
@@ -186,8 +179,8 @@ function openForm(pipeline) {
   const picker = h(
     "select",
     { id: "pf-add-template", "aria-label": "Template to add" },
-    h("option", { value: "" }, state.templates.length ? "Choose a template…" : "No templates yet"),
-    state.templates.map((t) => h("option", { value: t.id }, t.name)),
+    h("option", { value: "" }, templates.length ? "Choose a template…" : "No templates yet"),
+    templates.map((t) => h("option", { value: t.id }, t.name)),
   );
   const addBtn = h("button.btn.btn-ghost", { type: "button", id: "pf-add-step" }, "Add step");
   const hint = h("p.hint.small", { id: "pf-hint" });
@@ -208,7 +201,7 @@ function openForm(pipeline) {
     ),
   );
 
-  const nameOf = (id) => state.templates.find((t) => t.id === id)?.name || steps.find((s) => s.template_id === id)?.template_name || `Template #${id}`;
+  const nameOf = (id) => templates.find((t) => t.id === id)?.name || steps.find((s) => s.template_id === id)?.template_name || `Template #${id}`;
 
   function redraw() {
     stepList.replaceChildren(

@@ -2,12 +2,12 @@
 
 import { api } from "../api.js";
 import { h, patch, fmtAgo, plural } from "../dom.js";
-import { actionButton, emptyState, inlineError } from "../components.js";
+import { emptyState, inlineError } from "../components.js";
+import { confirmAction } from "../confirm.js";
+import { pager } from "../pager.js";
 import {
-  state, canOperate, changed, loadAgents, refreshPipelines, refreshTemplates, setError,
+  state, canOperate, loadAgents, refreshPipelines, refreshTemplates, setError,
 } from "../store.js";
-
-const confirming = new Set();
 
 export function render(root) {
   const list = h("div.template-list", { id: "template-list" });
@@ -29,7 +29,7 @@ export function render(root) {
       empty.dataset.key = "empty";
       return patch(list, [empty]);
     }
-    patch(list, state.templates.map(templateCard));
+    patch(list, [...state.templates.map(templateCard), pager("templates", "templates"), pagerError()].filter(Boolean));
   };
   update();
   return update;
@@ -58,9 +58,7 @@ function templateCard(t) {
         ? h(
             "div.card-actions",
             h("button.btn.btn-ghost", { type: "button", onclick: () => openForm(t) }, "Edit"),
-            confirming.has(t.id)
-              ? actionButton("Confirm delete", "btn-danger", () => remove(t))
-              : h("button.btn.btn-ghost.danger-text", { type: "button", onclick: () => askDelete(t.id) }, "Delete"),
+            h("button.btn.btn-ghost.danger-text", { type: "button", onclick: () => remove(t) }, "Delete"),
           )
         : null,
     ),
@@ -88,26 +86,37 @@ function fact(label, value) {
   return h("div.fact", h("dt", label), h("dd", value));
 }
 
-function askDelete(id) {
-  confirming.add(id);
-  changed();
-  setTimeout(() => {
-    confirming.delete(id);
-    changed();
-  }, 5000);
+function pagerError() {
+  const el = inlineError("pager:templates");
+  if (el) el.dataset.key = "pager-error";
+  return el;
 }
 
 async function remove(t) {
-  confirming.delete(t.id);
+  const answer = await confirmAction({
+    title: `Delete “${t.name}”?`,
+    message: "The template is deleted for good. Runs that used it keep their copy of it.",
+    confirmLabel: "Delete template",
+  });
+  if (!answer) return;
   try {
     await api.deleteTemplate(t.id);
     setError(`template:${t.id}`, null);
-    state.templates = state.templates.filter((x) => x.id !== t.id);
-    changed();
+    state.templateIndex.delete(t.id);
+    await refreshTemplates();
   } catch (e) {
     const msg = e.status === 409 ? `Cannot delete this template. ${e.message} Remove it from those pipelines first.` : e.message;
     setError(`template:${t.id}`, msg);
   }
+}
+
+/** The rules a 422 names (the injection guard), as a list under the form's error. */
+function injectionList(rules) {
+  return h(
+    "ul.injection-rules",
+    { id: "tf-injection" },
+    rules.map((r) => h("li", { dataset: { rule: r.rule } }, h("code", r.rule), r.description ? ` — ${r.description}` : "")),
+  );
 }
 
 async function openForm(t) {
@@ -156,10 +165,11 @@ async function openForm(t) {
     h("div.form-actions", h("button.btn.btn-ghost", { type: "button", onclick: () => dialog.close() }, "Cancel"), save),
   );
 
-  const fail = (msg, el) => {
-    err.textContent = msg;
+  const fail = (msg, el, rules) => {
+    err.replaceChildren(msg, rules?.length ? injectionList(rules) : "");
     err.hidden = false;
     el?.focus();
+    err.scrollIntoView({ block: "nearest" });
   };
 
   form.addEventListener("submit", async (e) => {
@@ -199,7 +209,8 @@ async function openForm(t) {
       await Promise.all([refreshTemplates(), refreshPipelines()]);
       dialog.close();
     } catch (ex) {
-      fail(ex.message);
+      const rules = Array.isArray(ex.body?.injection) ? ex.body.injection : null;
+      fail(rules ? `${ex.message} Change the prompt where it matches these rules:` : ex.message, rules ? prompt : null, rules);
     } finally {
       save.disabled = false;
     }
