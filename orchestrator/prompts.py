@@ -141,7 +141,7 @@ def check_syntax(template: str) -> str | None:
         _env.compile(template)
     except TemplateSyntaxError as exc:
         return f"does not parse as a template ({_describe(exc)}); {RAW_HINT}"
-    except RecursionError:
+    except (RecursionError, SyntaxError):  # Python's own limits on the compiled template
         return f"does not parse as a template (it nests too deeply); {RAW_HINT}"
     return None
 

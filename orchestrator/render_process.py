@@ -96,7 +96,9 @@ class RenderProcess:
         self.close()
         if code == -signal.SIGXCPU:
             return f"prompt rendering exceeded {self.timeout:g} s of CPU time"
-        how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"status {code}"
+        if code is None:
+            return "prompt rendering failed: its render process stopped answering"
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
         return f"prompt rendering failed: its render process ended ({how})"
 
     def close(self) -> None:

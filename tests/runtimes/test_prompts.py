@@ -172,6 +172,7 @@ def test_capped_operations_still_do_their_job(text, expected):
     ("{% for %}", "line 1: Expected an expression"),
     ("{{ x | no_such_filter }}", "No filter named 'no_such_filter'"),
     ("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", "nests too deeply"),
+    ("{% for a in [1] %}" * 25 + "{% endfor %}" * 25, "nests too deeply"),
 ])
 def test_check_syntax_says_where_and_points_to_raw(text, where):
     problem = check_syntax(text)
