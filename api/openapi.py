@@ -59,12 +59,14 @@ ID = {
         {"type": "string", "pattern": "^[0-9]{1,10}$"},
     ],
 }
+PROMPT_DOC = ("a Jinja template, rendered when the step starts within RENDER_TIMEOUT_SECONDS "
+              "and RENDER_MEMORY_MB; one that does not parse is a 400")
 TEMPLATE_FIELDS: dict[str, Any] = {
     "name": string(1, 200),
     "description": string(None, 5000, nullable=True),
     "model": string(1, 100, nullable=True),
-    "prompt": string(1, 10000, nullable=True),
-    "task_prompt": string(1, 10000, nullable=True),
+    "prompt": {**string(1, 10000, nullable=True), "description": PROMPT_DOC},
+    "task_prompt": {**string(1, 10000, nullable=True), "description": PROMPT_DOC},
     "parameters": {"type": ["object", "null"]},
     "timeout_seconds": {"type": ["integer", "null"], "minimum": 10, "maximum": 3600},
     "agent": {**string(1, 100, nullable=True), "description": "an agent profile name"},

@@ -10,6 +10,7 @@ from api.errors import ApiError
 from api.schemas import IdBody, TemplateCreate, TemplateUpdate, json_body, template_json
 from orchestrator import catalog, db
 from orchestrator.models import WorkflowTemplate
+from orchestrator.prompts import check_syntax
 
 bp = Blueprint("workflows", __name__, url_prefix="/api/workflows")
 
@@ -48,6 +49,15 @@ def check_template(fields: dict, current: WorkflowTemplate | None = None) -> Non
     Every path that writes a template (POST, PUT, apply) calls this, and only this."""
     check_agent(fields)
     check_edit_role(fields, current)
+    check_prompt(fields)
+
+
+def check_prompt(fields: dict) -> None:
+    """A prompt that does not parse could only fail every run at its step: refused here
+    (where Mission Control stores it), with the way to send braces literally."""
+    problem = check_syntax(fields["prompt"]) if fields.get("prompt") else None
+    if problem:
+        raise ApiError(400, f"prompt: {problem}")
 
 
 @bp.get("")

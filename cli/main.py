@@ -10,7 +10,7 @@ import time
 
 import click
 
-from orchestrator import db, logs, masking, migrate, tallies
+from orchestrator import db, logs, masking, migrate, render_process, tallies
 from orchestrator.auth import ROLES, create_key, has_keys
 from orchestrator.config import Settings
 
@@ -73,6 +73,7 @@ def up(host: str, port: int, concurrency: int) -> None:
     migrate.upgrade(settings.database_url)
     db.init(settings)
     _bootstrap_key(settings)
+    render_process.pool_for(settings).warm()
     server = make_server(host, port, create_app(), threaded=True)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     threading.Thread(target=_sweep_forever, args=(tasks.executor, settings),

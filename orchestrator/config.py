@@ -90,6 +90,10 @@ class Settings:
     log_format: str = ""
     # Who may read /metrics: `viewer` (any API key) or `none` (open, for a private network).
     metrics_auth: str = "viewer"
+    # Bounds on rendering one prompt (in a render process of the worker's): wall-clock
+    # seconds, and memory it may allocate.
+    render_timeout_seconds: float = 2.0
+    render_memory_mb: int = 256
 
     @property
     def embedded_broker(self) -> bool:
@@ -120,6 +124,8 @@ class Settings:
             db_retry_seconds=_float(env, "DB_RETRY_SECONDS", 120.0, zero_ok=True),
             log_format=(env.get("LOG_FORMAT") or "").lower(),
             metrics_auth=(env.get("METRICS_AUTH") or "viewer").lower(),
+            render_timeout_seconds=_float(env, "RENDER_TIMEOUT_SECONDS", 2.0),
+            render_memory_mb=_int(env, "RENDER_MEMORY_MB", 256),
         )
         # A worker renews its lease every third of it, between two polls of its session.
         if settings.poll_seconds >= settings.lease_seconds / 3:

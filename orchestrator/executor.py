@@ -24,7 +24,8 @@ from orchestrator.config import Settings
 from orchestrator.effects import CancelSession, Dispatcher, RunStepMessage
 from orchestrator.models import PipelineRun, RunStep, now
 from orchestrator.profiles import Profile
-from orchestrator.prompts import PromptError, render_prompt
+from orchestrator.prompts import PromptError
+from orchestrator.render_process import render_bounded
 from orchestrator.runtimes import (
     AgentSession,
     Outcome,
@@ -164,7 +165,8 @@ class Executor:
     def _request(
         self, run: runs.RunRecord, step: runs.StepRecord, earlier: list[runs.StepRecord]
     ) -> SpawnRequest:
-        prompt = render_prompt(
+        prompt = render_bounded(
+            self.settings,
             step.prompt,
             run.inputs,
             earlier,

@@ -12,14 +12,18 @@ from __future__ import annotations
 import functools
 import operator
 import shlex
+import types
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.nodes import Concat
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment, SecurityError
 
-# A rendered prompt larger than this is refused: it is a runaway loop, not a prompt.
-MAX_RENDERED_CHARS = 1_000_000
+from orchestrator import prompt_caps
+from orchestrator.prompt_caps import MAX_RENDERED_CHARS, check_size
+
 # Every `range()` of one rendering together may yield this many numbers.
 RANGE_BUDGET = MAX_RANGE
 
@@ -46,12 +50,48 @@ class Steps(list):
 MAX_POWER_BITS = 1_000_000
 
 
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, plus a cap on the two operators that can allocate without bound."""
+class _CodeGenerator(CodeGenerator):
+    def visit_Concat(self, node: Concat, frame: Frame) -> None:
+        # `~` goes through the environment, as the sandbox's intercepted operators do.
+        if frame.eval_ctx.volatile or frame.eval_ctx.autoescape:
+            return super().visit_Concat(node, frame)
+        self.write("environment.concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
 
-    intercepted_binops = frozenset({"*", "**"})
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, plus caps on the operators, filters and `str` methods that could
+    build a huge value in one step (see prompt_caps)."""
+
+    code_generator_class = _CodeGenerator
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        # Text generators and the one mutable object: no prompt needs them to be a prompt.
+        for name in ("lipsum", "cycler", "namespace"):
+            del self.globals[name]
+        self.filters.update(prompt_caps.FILTERS)
+
+    concat = staticmethod(prompt_caps.concat)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        # Called on every attribute a template reads: the place to swap in capped methods.
+        if isinstance(value, types.BuiltinMethodType) and isinstance(value.__self__, str):
+            if value.__name__ in ("format", "format_map"):
+                return prompt_caps.format_method(self, value.__self__, value.__name__)
+            if value.__name__ in prompt_caps.STR_METHODS:
+                return functools.partial(prompt_caps.STR_METHODS[value.__name__], value.__self__)
+        return super().wrap_str_format(value)
 
     def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
+        if op == "%" and isinstance(left, str):
+            return prompt_caps.percent_format(left, right)
+        if op == "+" and isinstance(left, str | list | tuple) and isinstance(right, type(left)):
+            check_size(len(left) + len(right), "+")
         if op == "**" and isinstance(right, int | float) and abs(right) > 1000:
             raise SecurityError("exponent too large")
         if op == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
@@ -65,7 +105,10 @@ class _Environment(ImmutableSandboxedEnvironment):
                 if isinstance(seq, str | list | tuple) and isinstance(count, int):
                     if len(seq) * count > MAX_RENDERED_CHARS:
                         raise SecurityError("repetition too large")
-        return {"*": operator.mul, "**": operator.pow}[op](left, right)
+        return _BINOPS[op](left, right)
+
+
+_BINOPS = {"*": operator.mul, "**": operator.pow, "+": operator.add, "%": operator.mod}
 
 
 _STEPS_REPR = f"{Steps.__module__}.{Steps.__name__} object"
@@ -75,12 +118,32 @@ _env.filters["shell_quote"] = lambda value: shlex.quote(str(value))
 
 
 _DELIMITERS = ("{{", "{%", "{#")
+RAW_HINT = "to send the braces literally wrap them in {% raw %}...{% endraw %}"
+
+
+def has_markup(template: str) -> bool:
+    """False for a prompt Jinja would return unchanged: it needs no rendering at all."""
+    return any(mark in template for mark in _DELIMITERS)
 
 
 @functools.lru_cache(maxsize=256)
 def _compile(template: str) -> Template:
     # Templates are snapshots that many runs share; compiling is most of rendering's cost.
     return _env.from_string(template)
+
+
+def check_syntax(template: str) -> str | None:
+    """Why `template` does not parse as a prompt (None if it does); it is compiled, never
+    rendered. Unknown filters and tests count as not parsing."""
+    if not has_markup(template):
+        return None
+    try:
+        _env.compile(template)
+    except TemplateSyntaxError as exc:
+        return f"does not parse as a template ({_describe(exc)}); {RAW_HINT}"
+    except (RecursionError, SyntaxError):  # Python's own limits on the compiled template
+        return f"does not parse as a template (it nests too deeply); {RAW_HINT}"
+    return None
 
 
 def step_context(step: Any) -> dict[str, Any]:
@@ -102,9 +165,21 @@ def render_prompt(
     run: dict[str, Any] | None = None,
     step: dict[str, Any] | None = None,
 ) -> str:
-    """Render `template` with the run's inputs and the steps before this one."""
-    if not any(mark in template for mark in _DELIMITERS):
+    """Render `template` with the run's inputs and the steps before this one, here in
+    this process (render_process.render_bounded is the bounded way)."""
+    if not has_markup(template):
         return template  # what Jinja would return, without its cost on every step
+    return render_steps(template, inputs, [step_context(st) for st in earlier], run, step)
+
+
+def render_steps(
+    template: str,
+    inputs: dict[str, Any] | None,
+    steps: Iterable[dict[str, Any]],
+    run: dict[str, Any] | None = None,
+    step: dict[str, Any] | None = None,
+) -> str:
+    """render_prompt, with the earlier steps already as step_context() made them."""
     budget = [RANGE_BUDGET]
 
     def budgeted_range(*args: int) -> range:
@@ -116,7 +191,7 @@ def render_prompt(
 
     context = {
         "inputs": dict(inputs or {}),
-        "steps": Steps(step_context(st) for st in earlier),
+        "steps": Steps(steps),
         "run": dict(run or {}),
         "step": dict(step or {}),
         "range": budgeted_range,
@@ -132,8 +207,8 @@ def render_prompt(
                     f"prompt does not render: it grows past {MAX_RENDERED_CHARS} characters"
                 )
             pieces.append(piece)
-    except PromptError:
-        raise
+    except (PromptError, MemoryError):
+        raise  # a MemoryError is the render process's bound, reported by that process
     except TemplateError as exc:
         raise PromptError(f"prompt does not render: {_describe(exc)}{_hint(context)}") from None
     except Exception as exc:  # an error raised by the template's own expressions

@@ -12,7 +12,7 @@ import gc
 from celery import Celery
 from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
 
-from orchestrator import db, logs, masking, tallies
+from orchestrator import db, logs, masking, render_process, tallies
 from orchestrator.config import Settings
 
 # Longer than the longest step timeout (3600 s) plus grace: a message is redelivered by
@@ -67,6 +67,8 @@ def _fresh_connections(**_kwargs) -> None:
     # What the child inherited lives as long as it does: keep it out of the collector's
     # full passes (long pauses in the middle of a step).
     gc.freeze()
+    # Its render process, started now so that the first templated step does not wait.
+    render_process.pool_for(celery.conf.orchestrator_settings).warm()
 
 
 @setup_logging.connect
