@@ -151,6 +151,12 @@ class StartRun(Strict):
     inputs: dict[str, Any] | None = None
 
 
+class RerunRun(Strict):
+    run_id: Id
+    from_step: Annotated[StrictInt, Field(ge=0)] | None = None
+    inputs: dict[str, Any] | None = None
+
+
 class AdvanceRun(Strict):
     run_id: Id
     success: StrictBool
@@ -226,6 +232,14 @@ def epoch(ts: float | None) -> int | None:
     return None if ts is None else int(ts)
 
 
+def duration_ms(started: float | None, ended: float | None) -> int | None:
+    """Milliseconds from start to end (times are stored to the sub-second); None until
+    both are known."""
+    if started is None or ended is None:
+        return None
+    return max(0, round((ended - started) * 1000))
+
+
 def template_json(tpl: WorkflowTemplate) -> dict[str, Any]:
     return {
         "id": tpl.id,
@@ -297,6 +311,8 @@ def step_json(st: StepRecord) -> dict[str, Any]:
         "output": st.output,
         "output_truncated": st.output_truncated,
         "usage": st.usage,
+        "duration_ms": duration_ms(st.started_at, st.completed_at),
+        "reused": st.reused,
     }
 
 
@@ -313,4 +329,6 @@ def run_json(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
         "completed_at": epoch(run.completed_at),
         "triggered_by": run.triggered_by,
         "created_at": epoch(run.created_at),
+        "duration_ms": duration_ms(run.started_at, run.completed_at),
+        "rerun_of": run.rerun_of,
     }
