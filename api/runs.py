@@ -25,10 +25,12 @@ from api.schemas import (
     int_arg,
     json_body,
     parse_id,
+    run_detail_json,
     run_json,
 )
 from orchestrator import db, idempotency, runs
 from orchestrator import transitions as t
+from orchestrator.attempts import earlier_attempts
 from orchestrator.executor import truncate
 
 bp = Blueprint("runs", __name__, url_prefix="/api/pipelines/run")
@@ -48,7 +50,8 @@ def list_runs():
     if "id" in args:
         with db.read_session() as s:
             run, steps = runs.load_run(s, parse_id(args["id"], "id"))
-        return {"run": run_json(run, steps)}
+            attempts = earlier_attempts(s, run, steps)
+        return {"run": run_detail_json(run, steps, attempts)}
     limit = int_arg(args.get("limit"), "limit", 20, 1, 200)
     pipeline_id = parse_id(args["pipeline_id"], "pipeline_id") if "pipeline_id" in args else None
     status = args.get("status")

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from api.errors import ApiError
+from orchestrator.attempts import Attempt
 from orchestrator.catalog import StepView
 from orchestrator.models import Pipeline, WorkflowTemplate
 from orchestrator.runs import RunRecord, StepRecord
@@ -314,6 +315,28 @@ def step_json(st: StepRecord) -> dict[str, Any]:
         "duration_ms": duration_ms(st.started_at, st.completed_at),
         "reused": st.reused,
     }
+
+
+def attempt_json(a: Attempt) -> dict[str, Any]:
+    return {
+        "attempt": a.attempt,
+        "status": "failed",  # an attempt before the latest is one that failed and was retried
+        "error": a.error,
+        "spawn_id": a.spawn_id,
+        "started_at": epoch(a.started_at),
+        "completed_at": epoch(a.completed_at),
+        "duration_ms": duration_ms(a.started_at, a.completed_at),
+    }
+
+
+def run_detail_json(
+    run: RunRecord, steps: list[StepRecord], attempts: dict[int, list[Attempt]]
+) -> dict[str, Any]:
+    """A run as `GET ?id=` shows it: each step also with its earlier attempts."""
+    out = run_json(run, steps)
+    for step in out["steps_snapshot"]:
+        step["attempts"] = [attempt_json(a) for a in attempts.get(step["step_index"], [])]
+    return out
 
 
 def run_json(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
