@@ -164,6 +164,10 @@ SCHEMAS: dict[str, Any] = {
                                        "both are known"},
         "reused": {"type": "boolean",
                    "description": "Carried over as it ended from the run this one reruns"},
+        "agent": {"type": "string", "description": "The agent profile the step runs on"},
+        "waiting_for_person": {"type": "boolean",
+                               "description": "Running on a manual profile: only Step Done "
+                                              "/ Step Failed (advance) ends it"},
         "attempts": {"type": "array", "items": ref("Attempt"),
                      "description": "GET ?id= only: the step's earlier (failed, retried) "
                                     "attempts, oldest first"},

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from flask import g, request
+from flask import current_app, g, has_app_context, request
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -296,6 +296,15 @@ def pipeline_json(p: Pipeline, steps: list[StepView] | None = None) -> dict[str,
     }
 
 
+def waits_for_person(st: StepRecord) -> bool:
+    """True while the step runs on a profile whose runtime is `manual`: nothing will end it
+    but a person's Step Done / Step Failed (or a cancel)."""
+    if st.status != "running" or not has_app_context():
+        return False
+    profile = current_app.config["PROFILES"].get(st.agent)
+    return profile is not None and profile.runtime == "manual"
+
+
 def step_json(st: StepRecord) -> dict[str, Any]:
     return {
         "step_index": st.step_index,
@@ -314,6 +323,8 @@ def step_json(st: StepRecord) -> dict[str, Any]:
         "usage": st.usage,
         "duration_ms": duration_ms(st.started_at, st.completed_at),
         "reused": st.reused,
+        "agent": st.agent,
+        "waiting_for_person": waits_for_person(st),
     }
 
 

@@ -120,7 +120,7 @@ _STEPS_UPTO = _STEPS.where(STEPS.c.step_index <= bindparam("upto"))
 _LISTED_STEP_COLUMNS = (
     "run_id", "step_index", "template_id", "template_name", "on_failure", "run_if", "status",
     "attempt", "spawn_id", "started_at", "completed_at", "error", "output", "output_truncated",
-    "usage", "reused",
+    "usage", "reused", "agent",
 )
 _STEPS_OF_RUNS = (
     select(*(STEPS.c[name] for name in _LISTED_STEP_COLUMNS))

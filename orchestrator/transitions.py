@@ -224,7 +224,8 @@ def plan_rerun(status: str, steps: list[StepState], from_step: int | None) -> De
             return reject("every step of the run completed: name a step to rerun (from_step)")
     if not 0 <= from_step < len(steps):
         return Decision(Verdict.INVALID,
-                        f"from_step must be from 0 to {len(steps) - 1} (the run's steps)")
+                        f"from_step must be from 0 to {len(steps) - 1}: the run has {len(steps)} "
+                        "steps")
     fresh = [StepState(s.index, PENDING, 1, s.on_failure, s.run_if, s.max_attempts,
                        s.retry_backoff) for s in steps[from_step:]]
     d = Decision(Verdict.ACCEPT, "rerun", subject=from_step)
