@@ -3,6 +3,7 @@
 import { h, patch, fmtTime, fmtDuration } from "../dom.js";
 import { badge, dot, emptyState, inlineError, runControls, runRow } from "../components.js";
 import { state, ACTIVE, changed, loadRun, recentRuns } from "../store.js";
+import { rerunButton } from "../rerun.js";
 
 const STATUSES = ["", "running", "pending", "completed", "failed", "cancelled"];
 let filter = "";
@@ -106,6 +107,7 @@ function stepsTable(run) {
             badge(s.status),
             s.on_failure === "continue" ? h("span.continue-mark", "continue on fail") : null,
             (s.attempt || 1) > 1 ? h("span.muted.small", `attempt ${s.attempt}`) : null,
+            rerunButton(run, s),
           ),
           h(
             "dl.facts.compact",
