@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability.invariants import check
 from tests.support import state_digest
 
 RUN = "/api/pipelines/run"
@@ -36,7 +37,8 @@ def rerun(api, run_id: int, **extra) -> dict:
     return api.ok("POST", RUN, {"action": "rerun", "run_id": run_id, **extra}, 201)["run"]
 
 
-def test_rerun_from_the_failed_step_spawns_only_it_and_the_later_ones(api, tmp_path):
+def test_rerun_from_the_failed_step_spawns_only_it_and_the_later_ones(api, tmp_path,
+                                                                     database_url):
     pipeline, log, fixed = failing_pipeline(api, tmp_path)
     source = api.wait(api.start(pipeline["id"], inputs={"env": "staging"})["id"])
     assert source["status"] == "failed" and source["rerun_of"] is None
@@ -75,6 +77,8 @@ def test_rerun_from_the_failed_step_spawns_only_it_and_the_later_ones(api, tmp_p
     assert [s["reused"] for s in again["steps_snapshot"]] == [True, True, True, False, False]
     assert again["steps_snapshot"][2]["spawn_id"] == steps[2]["spawn_id"]
     assert again["steps_snapshot"][3]["output"].strip() == "out-0+got out-1"
+    report = check(database_url, [pipeline["id"]])
+    assert report.ok, report.summary()
 
 
 def test_rerun_uses_the_source_snapshot_after_edits_and_deletes(api, tmp_path):

@@ -11,7 +11,14 @@ from sqlalchemy import func, select
 from orchestrator import db, runs
 from orchestrator import transitions as t
 from orchestrator.effects import CancelSession, RunStepMessage
-from orchestrator.models import Pipeline, PipelineRun, RunEvent, RunStep, WorkflowTemplate
+from orchestrator.models import (
+    Pipeline,
+    PipelineRun,
+    RunEvent,
+    RunStep,
+    StepDuration,
+    WorkflowTemplate,
+)
 from tests.factories import make_pipeline, make_run, make_template
 
 
@@ -298,7 +305,10 @@ def _failed_at(s, n: int, k: int) -> runs.Transition:
 def test_rerun_carries_the_steps_before_from_step_and_plans_the_rest(session):
     src = _failed_at(session, n=4, k=2)
     before = [st.values() for st in runs.load_run(session, src.run.id)[1]]
+    histogram = select(func.sum(StepDuration.steps))
+    counted = session.scalar(histogram)
     tr = runs.rerun_run(session, src.run.id, None, "bob")
+    assert session.scalar(histogram) == counted, "a carried step was counted again"
     assert tr.accepted and tr.run.rerun_of == src.run.id and tr.run.triggered_by == "bob"
     assert tr.run.status == "pending" and tr.run.current_step == 2
     assert tr.run.inputs == src.run.inputs
