@@ -291,6 +291,8 @@ _OUTCOME_COLUMNS = (
     "status", "attempt", "spawn_id", "started_at", "completed_at", "error", "output",
     "output_truncated", "usage",
 )
+_INSERT_RERUN = insert(RUNS).returning(*RUNS.c)
+_INSERT_RERUN_STEPS = insert(STEPS).returning(*STEPS.c, sort_by_parameter_order=True)
 
 
 def rerun_run(
@@ -312,7 +314,7 @@ def rerun_run(
     start = decision.subject
     ts = now()
     conn = s.connection()
-    found = conn.execute(insert(RUNS).returning(*RUNS.c), {
+    found = conn.execute(_INSERT_RERUN, {
         "pipeline_id": source.pipeline_id, "pipeline_name": source.pipeline_name,
         "status": t.PENDING, "current_step": start,
         "inputs": source.inputs if inputs is None else inputs,
@@ -328,7 +330,7 @@ def rerun_run(
             row.update(status=t.PENDING, attempt=1, output_truncated=False)
         row.update({name: getattr(st, name) for name in _SNAPSHOT_COLUMNS})
         rows.append({**row, "run_id": run.id, "reused": carried})
-    found = conn.execute(insert(STEPS).returning(*STEPS.c, sort_by_parameter_order=True), rows)
+    found = conn.execute(_INSERT_RERUN_STEPS, rows)
     keys = tuple(found.keys())
     steps = [StepRecord(dict(zip(keys, st, strict=True))) for st in found.all()]
     tr = _apply(run, steps, decision, ts)

@@ -214,7 +214,8 @@ def plan_rerun(status: str, steps: list[StepState], from_step: int | None) -> De
     caller copies them), those from it on start afresh. `subject` is the step rerun from.
 
     The carried steps count for `run_if` exactly as in the source run: after a carried
-    `stop` failure, `on_success` steps are skipped.
+    `stop` failure, `on_success` steps are skipped. Rules that limit a new run (a
+    pipeline's concurrency, a budget) are to refuse here as they will for a start.
     """
     if status not in RUN_TERMINAL:
         return reject(f"run is {status}: only a finished run can be rerun")
