@@ -31,9 +31,12 @@ TARGETS: dict[str, type] = {
     "run": PipelineRun,
     "key": ApiKey,
 }
-RUN_ACTIONS = {"start": "started", "advance": "advanced", "cancel": "cancelled"}
-# Request fields worth keeping with an entry; never a key or a prompt.
-DETAIL_FIELDS = ("name", "pipeline_id", "step_index", "success", "role", "action")
+RUN_ACTIONS = {"start": "started", "advance": "advanced", "cancel": "cancelled",
+               "rerun": "rerun"}
+# Request fields worth keeping with an entry; never a key or a prompt. A rerun's entry
+# targets the new run, and keeps the run it reran (`run_id`) and from which step.
+DETAIL_FIELDS = ("name", "pipeline_id", "run_id", "step_index", "from_step", "success", "role",
+                 "action")
 
 
 @dataclass

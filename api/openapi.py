@@ -161,8 +161,30 @@ SCHEMAS: dict[str, Any] = {
         "output": {"type": ["string", "null"]},
         "output_truncated": {"type": "boolean"},
         "usage": {"type": ["object", "null"]},
+        "duration_ms": {"type": ["integer", "null"], "minimum": 0,
+                        "description": "From start to end, to the millisecond; null until "
+                                       "both are known"},
+        "reused": {"type": "boolean",
+                   "description": "Carried over as it ended from the run this one reruns"},
+        "agent": {"type": "string", "description": "The agent profile the step runs on"},
+        "waiting_for_person": {"type": "boolean",
+                               "description": "Running on a manual profile: only Step Done "
+                                              "/ Step Failed (advance) ends it"},
+        "attempts": {"type": "array", "items": ref("Attempt"),
+                     "description": "GET ?id= only: the step's earlier (failed, retried) "
+                                    "attempts, oldest first"},
     }, ["step_index", "template_id", "template_name", "on_failure", "status", "spawn_id",
         "started_at", "completed_at", "error", "attempt"]),
+    "Attempt": obj({
+        "attempt": {"type": "integer", "minimum": 1},
+        "status": {"const": "failed"},
+        "error": {"type": ["string", "null"]},
+        "spawn_id": {"type": ["string", "null"]},
+        "started_at": EPOCH_OR_NULL,
+        "completed_at": EPOCH_OR_NULL,
+        "duration_ms": {"type": ["integer", "null"], "minimum": 0},
+    }, ["attempt", "status", "error", "spawn_id", "started_at", "completed_at",
+        "duration_ms"]),
     "Run": obj({
         "id": {"type": "integer"},
         "pipeline_id": {"type": "integer"},
@@ -175,6 +197,11 @@ SCHEMAS: dict[str, Any] = {
         "completed_at": EPOCH_OR_NULL,
         "triggered_by": {"type": "string"},
         "created_at": EPOCH,
+        "duration_ms": {"type": ["integer", "null"], "minimum": 0,
+                        "description": "From start to end, to the millisecond; null until "
+                                       "the run has ended"},
+        "rerun_of": {"type": ["integer", "null"],
+                     "description": "The run this one reruns, or null"},
     }, ["id", "pipeline_id", "pipeline_name", "status", "current_step", "steps_snapshot",
         "started_at", "completed_at", "triggered_by", "created_at"]),
     "StartRun": obj({
@@ -192,6 +219,16 @@ SCHEMAS: dict[str, Any] = {
     }, ["action", "run_id", "success"]),
     "CancelRun": obj({"action": {"const": "cancel"}, "run_id": ref("Id")},
                      ["action", "run_id"]),
+    "RerunRun": obj({
+        "action": {"const": "rerun"},
+        "run_id": ref("Id"),
+        "from_step": {"type": ["integer", "null"], "minimum": 0,
+                      "description": "The first step to run again (default: the first "
+                                     "that did not complete); the steps before it are "
+                                     "carried over as they ended"},
+        "inputs": {"type": ["object", "null"],
+                   "description": "Default: the source run's inputs"},
+    }, ["action", "run_id"]),
     "Key": obj({
         "id": {"type": "integer"},
         "name": {"type": "string"},
@@ -216,7 +253,7 @@ SCHEMAS: dict[str, Any] = {
         "actor": {"type": "string"},
         "role": {"enum": ["viewer", "operator", "admin"]},
         "action": {"enum": ["created", "updated", "deleted", "started", "advanced",
-                            "cancelled", "revoked"]},
+                            "cancelled", "rerun", "revoked"]},
         "target_type": {"enum": ["template", "pipeline", "run", "key"]},
         "target_id": {"type": ["integer", "null"]},
         "detail": {"type": "object"},
@@ -335,15 +372,17 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         ]),
     ("/api/pipelines/run", "post"): {
         **operation(
-            "Start, advance or cancel a run",
-            {**ok("201", "Started (or the run an earlier request with the same "
-                  "Idempotency-Key started)", RUN),
+            "Start, advance, cancel or rerun a run (rerun: a new run of a finished run's "
+            "snapshot, from a step)",
+            {**ok("201", "Started or rerun (or the run an earlier request with the same "
+                  "Idempotency-Key created)", RUN),
              **ok("202", "Advanced or cancelled", RUN), **errors("404", "409")},
             role="operator",
-            body={"oneOf": [ref("StartRun"), ref("AdvanceRun"), ref("CancelRun")]},
+            body={"oneOf": [ref("StartRun"), ref("AdvanceRun"), ref("CancelRun"),
+                            ref("RerunRun")]},
             mutating=True,
             params=[{"name": "Idempotency-Key", "in": "header", "required": False,
-                     "description": "On start: the same key and body within 24 hours "
+                     "description": "On start and rerun: the same key and body within 24 hours "
                                     "return the same run; another body is a 409",
                      "schema": {"type": "string", "minLength": 1, "maxLength": 255,
                                 "pattern": "^[\\x21-\\x7e]+$"}}]),

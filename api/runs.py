@@ -1,4 +1,4 @@
-"""/api/pipelines/run: list runs, and the start / advance / cancel commands.
+"""/api/pipelines/run: list runs, and the start / rerun / advance / cancel commands.
 
 A command is one transaction through `orchestrator.runs`; its effects (the next step's
 message, a session to cancel) are dispatched only after that transaction commits.
@@ -7,9 +7,12 @@ message, a session to cancel) are dispatched only after that transaction commits
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, current_app, g, request
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from api.audit import audited, note_target, run_action
 from api.auth import require
@@ -17,19 +20,22 @@ from api.errors import ApiError
 from api.schemas import (
     AdvanceRun,
     CancelRun,
+    RerunRun,
     StartRun,
     int_arg,
     json_body,
     parse_id,
+    run_detail_json,
     run_json,
 )
 from orchestrator import db, idempotency, runs
 from orchestrator import transitions as t
+from orchestrator.attempts import earlier_attempts
 from orchestrator.executor import truncate
 
 bp = Blueprint("runs", __name__, url_prefix="/api/pipelines/run")
 
-INVALID_ACTION = "Invalid action. Use: start, advance, cancel"
+INVALID_ACTION = "Invalid action. Use: start, advance, cancel, rerun"
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 
@@ -44,7 +50,8 @@ def list_runs():
     if "id" in args:
         with db.read_session() as s:
             run, steps = runs.load_run(s, parse_id(args["id"], "id"))
-        return {"run": run_json(run, steps)}
+            attempts = earlier_attempts(s, run, steps)
+        return {"run": run_detail_json(run, steps, attempts)}
     limit = int_arg(args.get("limit"), "limit", 20, 1, 200)
     pipeline_id = parse_id(args["pipeline_id"], "pipeline_id") if "pipeline_id" in args else None
     status = args.get("status")
@@ -69,25 +76,49 @@ def command():
         return _advance(AdvanceRun.model_validate(data))
     if action == "cancel":
         return _cancel(CancelRun.model_validate(data))
+    if action == "rerun":
+        return _rerun(RerunRun.model_validate(data))
     raise ApiError(400, INVALID_ACTION)
 
 
 def _start(body: StartRun):
+    def create(s) -> runs.Transition:
+        return runs.start_run(s, body.pipeline_id, g.identity.name, body.inputs)
+
+    return _create_run(create, body.model_dump())
+
+
+def _rerun(body: RerunRun):
+    def create(s) -> runs.Transition:
+        tr = runs.rerun_run(s, body.run_id, body.from_step, g.identity.name, body.inputs)
+        if tr.decision.verdict is t.Verdict.INVALID:
+            raise ApiError(400, tr.decision.reason)
+        if not tr.accepted:
+            raise ApiError(409, tr.decision.reason)
+        return tr
+
+    # The action is part of the fingerprint: a key used for a start is not a rerun's.
+    return _create_run(create, {"action": "rerun", **body.model_dump()})
+
+
+def _create_run(create: Callable[[Session], runs.Transition], request_body: dict[str, Any]):
+    """Create a run in one transaction and send its first step after the commit; with an
+    Idempotency-Key, a repeat of the request answers with the run the first one made."""
     key = _idempotency_key()
     if key is None:
         with db.session() as s:
-            tr = runs.start_run(s, body.pipeline_id, g.identity.name, body.inputs)
+            tr = create(s)
             note_target(s, tr.run.id)
             payload = run_json(tr.run, tr.steps)
         dispatch(tr.effects)
         return {"run": payload}, 201
-    fingerprint = idempotency.fingerprint(body.model_dump())
+    fingerprint = idempotency.fingerprint(request_body)
     ttl = current_app.config["SETTINGS"].idempotency_ttl_seconds
     try:
-        return _start_once(body, key, fingerprint, ttl)
+        return _create_once(create, key, fingerprint, ttl)
     except IntegrityError:
         # A twin request with the same key committed first: answer with its run.
-        return _start_once(body, key, fingerprint, ttl)
+        return _create_once(create, key, fingerprint, ttl)
 
 
 def _idempotency_key() -> str | None:
@@ -102,7 +133,8 @@ def _idempotency_key() -> str | None:
     return key
 
 
-def _start_once(body: StartRun, key: str, fingerprint: str, ttl: float):
+def _create_once(create: Callable[[Session], runs.Transition], key: str, fingerprint: str,
+                 ttl: float):
     with db.session() as s:
         try:
             earlier = idempotency.remembered(s, g.identity.name, key, fingerprint, ttl)
@@ -111,7 +143,7 @@ def _start_once(body: StartRun, key: str, fingerprint: str, ttl: float):
         if earlier is not None:
             run, steps = runs.load_run(s, earlier)
             return {"run": run_json(run, steps)}, 201, {"Idempotent-Replayed": "true"}
-        tr = runs.start_run(s, body.pipeline_id, g.identity.name, body.inputs)
+        tr = create(s)
         note_target(s, tr.run.id)
         idempotency.remember(s, g.identity.name, key, fingerprint, tr.run.id)
         payload = run_json(tr.run, tr.steps)

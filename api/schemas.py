@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from flask import g, request
+from flask import current_app, g, has_app_context, request
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from api.errors import ApiError
+from orchestrator.attempts import Attempt
 from orchestrator.catalog import StepView
 from orchestrator.models import Pipeline, WorkflowTemplate
 from orchestrator.runs import RunRecord, StepRecord
@@ -151,6 +152,12 @@ class StartRun(Strict):
     inputs: dict[str, Any] | None = None
 
 
+class RerunRun(Strict):
+    run_id: Id
+    from_step: Annotated[StrictInt, Field(ge=0)] | None = None
+    inputs: dict[str, Any] | None = None
+
+
 class AdvanceRun(Strict):
     run_id: Id
     success: StrictBool
@@ -226,6 +233,14 @@ def epoch(ts: float | None) -> int | None:
     return None if ts is None else int(ts)
 
 
+def duration_ms(started: float | None, ended: float | None) -> int | None:
+    """Milliseconds from start to end (times are stored to the sub-second); None until
+    both are known."""
+    if started is None or ended is None:
+        return None
+    return max(0, round((ended - started) * 1000))
+
+
 def template_json(tpl: WorkflowTemplate) -> dict[str, Any]:
     return {
         "id": tpl.id,
@@ -281,6 +296,15 @@ def pipeline_json(p: Pipeline, steps: list[StepView] | None = None) -> dict[str,
     }
 
 
+def waits_for_person(st: StepRecord) -> bool:
+    """True while the step runs on a profile whose runtime is `manual`: nothing will end it
+    but a person's Step Done / Step Failed (or a cancel)."""
+    if st.status != "running" or not has_app_context():
+        return False
+    profile = current_app.config["PROFILES"].get(st.agent)
+    return profile is not None and profile.runtime == "manual"
+
+
 def step_json(st: StepRecord) -> dict[str, Any]:
     return {
         "step_index": st.step_index,
@@ -297,7 +321,33 @@ def step_json(st: StepRecord) -> dict[str, Any]:
         "output": st.output,
         "output_truncated": st.output_truncated,
         "usage": st.usage,
+        "duration_ms": duration_ms(st.started_at, st.completed_at),
+        "reused": st.reused,
+        "agent": st.agent,
+        "waiting_for_person": waits_for_person(st),
     }
+
+
+def attempt_json(a: Attempt) -> dict[str, Any]:
+    return {
+        "attempt": a.attempt,
+        "status": "failed",  # an attempt before the latest is one that failed and was retried
+        "error": a.error,
+        "spawn_id": a.spawn_id,
+        "started_at": epoch(a.started_at),
+        "completed_at": epoch(a.completed_at),
+        "duration_ms": duration_ms(a.started_at, a.completed_at),
+    }
+
+
+def run_detail_json(
+    run: RunRecord, steps: list[StepRecord], attempts: dict[int, list[Attempt]]
+) -> dict[str, Any]:
+    """A run as `GET ?id=` shows it: each step also with its earlier attempts."""
+    out = run_json(run, steps)
+    for step in out["steps_snapshot"]:
+        step["attempts"] = [attempt_json(a) for a in attempts.get(step["step_index"], [])]
+    return out
 
 
 def run_json(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
@@ -313,4 +363,6 @@ def run_json(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
         "completed_at": epoch(run.completed_at),
         "triggered_by": run.triggered_by,
         "created_at": epoch(run.created_at),
+        "duration_ms": duration_ms(run.started_at, run.completed_at),
+        "rerun_of": run.rerun_of,
     }

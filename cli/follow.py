@@ -15,10 +15,13 @@ import click
 from cli.http import ApiFailure, Client
 
 TERMINAL = ("completed", "failed", "cancelled")
+# A running step that only a person can end (a manual profile) is shown as this, not running.
+WAITING = "waiting for you"
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-SYMBOLS = {"completed": "✓", "failed": "✗", "skipped": "↷", "pending": "·", "cancelled": "✗"}
+SYMBOLS = {"completed": "✓", "failed": "✗", "skipped": "↷", "pending": "·", "cancelled": "✗",
+           WAITING: "⏸"}
 COLOURS = {"completed": "green", "failed": "red", "running": "yellow", "skipped": "bright_black",
-           "pending": "bright_black", "cancelled": "red"}
+           "pending": "bright_black", "cancelled": "red", WAITING: "cyan"}
 
 
 def elapsed(started: int | None, finished: int | None, now: float) -> str:
@@ -46,7 +49,7 @@ def step_lines(run: dict[str, Any], now: float, frame: int, colour: bool) -> lis
     width = max((len(s["template_name"]) for s in steps), default=0)
     lines = []
     for step in steps:
-        status = step["status"]
+        status = shown_status(step)
         mark = SPINNER[frame % len(SPINNER)] if status == "running" else SYMBOLS.get(status, "?")
         took = elapsed(step.get("started_at"), step.get("completed_at"), now)
         text = f"{step['step_index'] + 1:>2} {step['template_name']:<{width}}  {status:<9} {took}"
@@ -54,7 +57,16 @@ def step_lines(run: dict[str, Any], now: float, frame: int, colour: bool) -> lis
             text += f"  {step['error'].splitlines()[0][:80]}"
         line = f"  {mark} {text.rstrip()}"
         lines.append(click.style(line, fg=COLOURS.get(status)) if colour else line)
+    waiting = [s for s in steps if shown_status(s) == WAITING]
+    if waiting and run["status"] not in TERMINAL:
+        hint = (f"  {WAITING}: orchestrator runs advance {run['id']} --done | --failed "
+                f"[--error TEXT] --step {waiting[0]['step_index'] + 1}")
+        lines.append(click.style(hint, fg=COLOURS[WAITING]) if colour else hint)
     return lines
+
+
+def shown_status(step: dict[str, Any]) -> str:
+    return WAITING if step.get("waiting_for_person") else step["status"]
 
 
 class Follower:
@@ -64,7 +76,7 @@ class Follower:
         self.tty = tty
         self.interval = interval
         self._drawn = 0
-        self._seen: dict[int, str] = {}
+        self._seen: dict[int, str] = {}  # step index → the status last printed
 
     def follow(self, run: dict[str, Any]) -> dict[str, Any]:
         """Show the run until it ends; returns its final state."""
@@ -101,18 +113,22 @@ class Follower:
         if self.tty:
             lines = [header(run, now), *step_lines(run, now, frame, colour=True)]
             if self._drawn:
-                self.out.write(f"\x1b[{self._drawn}F")  # back to the block's first line
+                # back to the block's first line, and clear a longer block's leftovers
+                self.out.write(f"\x1b[{self._drawn}F\x1b[J")
             self.out.write("".join(f"\x1b[2K{line}\n" for line in lines))
             self._drawn = len(lines)
         else:
             if not self._seen:
                 self.out.write(header(run, now) + "\n")
-            for step, line in zip(run["steps_snapshot"], step_lines(run, now, 0, False),
-                                  strict=True):
-                if self._seen.get(step["step_index"]) != step["status"]:
-                    self._seen[step["step_index"]] = step["status"]
-                    if step["status"] != "pending":
+            lines = step_lines(run, now, 0, False)
+            for step, line in zip(run["steps_snapshot"], lines, strict=False):
+                status = shown_status(step)
+                if self._seen.get(step["step_index"]) != status:
+                    self._seen[step["step_index"]] = status
+                    if status != "pending":
                         self.out.write(line.replace(SPINNER[0], "▸", 1) + "\n")
+                        if status == WAITING:
+                            self.out.write(lines[-1] + "\n")  # how to answer it
             if run["status"] in TERMINAL:
                 self.out.write(header(run, now) + "\n")
         self.out.flush()

@@ -85,6 +85,24 @@ class Client:
             body["inputs"] = inputs
         return self.post("/api/pipelines/run", body)["run"]
 
+    def advance(self, run_id: int, success: bool, error: str | None = None,
+                step_index: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"action": "advance", "run_id": run_id, "success": success}
+        if error is not None:
+            body["error"] = error
+        if step_index is not None:
+            body["step_index"] = step_index
+        return self.post("/api/pipelines/run", body)["run"]
+
+    def rerun(self, run_id: int, from_step: int | None = None,
+              inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"action": "rerun", "run_id": run_id}
+        if from_step is not None:
+            body["from_step"] = from_step
+        if inputs:
+            body["inputs"] = inputs
+        return self.post("/api/pipelines/run", body)["run"]
+
     def cancel(self, run_id: int) -> dict[str, Any]:
         return self.post("/api/pipelines/run", {"action": "cancel", "run_id": run_id})["run"]
 

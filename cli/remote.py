@@ -161,7 +161,7 @@ def pipelines_show(pipeline: str, as_json: bool) -> None:
 @click.group(name="runs")
 @client_options
 def runs_group() -> None:
-    """Start, watch and cancel runs on the server (ORCHESTRATOR_URL)."""
+    """Start, watch, advance, rerun and cancel runs on the server (ORCHESTRATOR_URL)."""
 
 
 def finish(run: dict[str, Any], as_json: bool, followed: bool) -> None:
@@ -242,6 +242,64 @@ def runs_cancel(run_id: int, as_json: bool) -> None:
         emit_json({"run": run})
     else:
         click.echo(f"run #{run['id']} {run['status']}")
+
+
+@runs_group.command(name="advance")
+@click.argument("run_id", type=int)
+@click.option("--done", "outcome", flag_value="done", help="The current step succeeded.")
+@click.option("--failed", "outcome", flag_value="failed", help="The current step failed.")
+@click.option("--error", default=None, help="Why it failed (with --failed).")
+@click.option("--step", "step", type=click.IntRange(1), default=None, metavar="K",
+              help="Only if step K (1-based, as shown) is the current one: a guard against "
+                   "resolving a step that moved on meanwhile.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@calling_api
+def runs_advance(run_id: int, outcome: str | None, error: str | None, step: int | None,
+                 as_json: bool) -> None:
+    """Resolve RUN's current step (a manual step, or an override of a running one)."""
+    if outcome is None:
+        raise click.UsageError("say how the step ended: --done or --failed")
+    if error is not None and outcome == "done":
+        raise click.UsageError("--error goes with --failed")
+    api = client()
+    index = step - 1 if step is not None else api.run(run_id)["current_step"]
+    run = api.advance(run_id, outcome == "done", error, None if step is None else index)
+    if as_json:
+        emit_json({"run": run})
+        return
+    steps = run["steps_snapshot"]
+    now = steps[index]["status"] if index < len(steps) else "?"
+    if now == "pending":
+        now = f"failed, retrying (attempt {steps[index]['attempt']})"
+    click.echo(f"run #{run['id']}: step {index + 1} {now}; run {run['status']}")
+
+
+@runs_group.command(name="rerun")
+@click.argument("run_id", type=int)
+@click.option("--from", "from_step", type=click.IntRange(1), default=None, metavar="K",
+              help="Run again from step K (1-based, as shown); the steps before it are "
+                   "carried over as they ended. Default: the first that did not complete.")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
+              help="Replace the run's inputs (repeatable); default: the source run's.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Show the new run live until it ends; exit 0 only if it completed.")
+@click.option("--interval", default=0.5, show_default=True, type=float,
+              help="Seconds between polls while following.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON (the final state "
+              "with --follow).")
+@calling_api
+def runs_rerun(run_id: int, from_step: int | None, inputs: tuple[str, ...], follow: bool,
+               interval: float, as_json: bool) -> None:
+    """A new run of finished run RUN's own steps, from a step on."""
+    values = parse_inputs(inputs)
+    run = client().rerun(run_id, None if from_step is None else from_step - 1, values or None)
+    if follow:
+        run = watch(run, as_json, interval)
+    elif not as_json:
+        carried = sum(s.get("reused", False) for s in run["steps_snapshot"])
+        click.echo(f"run #{run['id']} reruns #{run_id} from step {carried + 1} "
+                   f"({carried} carried over): orchestrator runs show {run['id']}")
+    finish(run, as_json, follow)
 
 
 @runs_group.command(name="list")

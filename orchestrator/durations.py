@@ -4,7 +4,8 @@ A finished step's last attempt (completed or failed, having started) is counted 
 the transaction that finishes it, so a scrape reads a few rows per template instead of
 every step ever run. `BUCKETS` are the histogram's upper bounds in seconds: the rows hold
 each step in the first bucket it fits (index `len(BUCKETS)` past the last), and changing
-the bounds means recounting from `run_steps` (see migration 0004).
+the bounds means recounting from `run_steps` (see migration 0004), leaving out the steps
+a rerun carried over (`reused`): they were counted in the run that ran them.
 """
 
 from __future__ import annotations

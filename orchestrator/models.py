@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -134,6 +135,8 @@ class PipelineRun(Base):
     # When the current step's message was due (sent, plus any retry backoff): the sweeper
     # resends it if the step is still pending long after.
     step_due_at: Mapped[float | None] = mapped_column(Float)
+    # The finished run this one reruns (no foreign key, like `pipeline_id`).
+    rerun_of: Mapped[int | None] = mapped_column(Integer)
 
     steps: Mapped[list[RunStep]] = relationship(
         order_by="RunStep.step_index", lazy="raise", cascade="all, delete-orphan"
@@ -179,6 +182,8 @@ class RunStep(Base):
     deadline_at: Mapped[float | None] = mapped_column(Float)
     # SHA-256 of the running attempt's callback secret (webhook steps); never the secret.
     callback_secret_hash: Mapped[str | None] = mapped_column(String(64))
+    # Carried over as it ended from the run this one reruns: nothing was spawned for it.
+    reused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class RunEvent(Base):
@@ -204,7 +209,7 @@ class AuditEntry(Base):
     at: Mapped[float] = mapped_column(Float, default=now)
     actor: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(20))
-    # created | updated | deleted | started | advanced | cancelled | revoked
+    # created | updated | deleted | started | advanced | cancelled | rerun | revoked
     action: Mapped[str] = mapped_column(String(20))
     target_type: Mapped[str] = mapped_column(String(20))
     target_id: Mapped[int | None] = mapped_column(Integer)

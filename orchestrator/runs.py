@@ -120,7 +120,7 @@ _STEPS_UPTO = _STEPS.where(STEPS.c.step_index <= bindparam("upto"))
 _LISTED_STEP_COLUMNS = (
     "run_id", "step_index", "template_id", "template_name", "on_failure", "run_if", "status",
     "attempt", "spawn_id", "started_at", "completed_at", "error", "output", "output_truncated",
-    "usage",
+    "usage", "reused", "agent",
 )
 _STEPS_OF_RUNS = (
     select(*(STEPS.c[name] for name in _LISTED_STEP_COLUMNS))
@@ -173,6 +173,7 @@ class RunRecord(Record):
     completed_at: float | None
     created_at: float
     step_due_at: float | None
+    rerun_of: int | None
 
 
 class StepRecord(Record):
@@ -205,6 +206,7 @@ class StepRecord(Record):
     lease_expires_at: float | None
     deadline_at: float | None
     callback_secret_hash: str | None
+    reused: bool
 
 
 @dataclass
@@ -277,6 +279,69 @@ def start_run(
                            {"pipeline_id": pipeline_id, "ts": ts})
     if counted.rowcount != 1:  # deleted since we read it: nothing of this run is kept
         raise NotFound(f"pipeline {pipeline_id} not found")
+    return tr
+
+
+# What a rerun copies of each step: the snapshot always; the outcome only of carried steps.
+_SNAPSHOT_COLUMNS = (
+    "step_index", "template_id", "template_name", "on_failure", "run_if", "agent", "model",
+    "prompt", "parameters", "timeout_seconds", "max_attempts", "retry_backoff_seconds",
+)
+_OUTCOME_COLUMNS = (
+    "status", "attempt", "spawn_id", "started_at", "completed_at", "error", "output",
+    "output_truncated", "usage",
+)
+_INSERT_RERUN = insert(RUNS).returning(*RUNS.c)
+_INSERT_RERUN_STEPS = insert(STEPS).returning(*STEPS.c, sort_by_parameter_order=True)
+
+
+def rerun_run(
+    s: Session, run_id: int, from_step: int | None, triggered_by: str,
+    inputs: dict[str, Any] | None = None,
+) -> Transition:
+    """A new run from the finished run `run_id`'s own snapshot (not its pipeline as it is
+    now): the steps before `from_step` carried over as they ended, with `reused`, and
+    nothing spawned for them; the others planned as in a start.
+
+    A refused rerun is returned as the `Transition` of the source run, which it left as it
+    was. The source is not locked: a finished run never changes, and two reruns of it are
+    two runs (callers that want one send an Idempotency-Key).
+    """
+    source, source_steps = load_run(s, run_id)
+    decision = t.plan_rerun(source.status, [_step_state(st) for st in source_steps], from_step)
+    if not decision.accepted:
+        return Transition(decision, source, source_steps)
+    start = decision.subject
+    ts = now()
+    conn = s.connection()
+    found = conn.execute(_INSERT_RERUN, {
+        "pipeline_id": source.pipeline_id, "pipeline_name": source.pipeline_name,
+        "status": t.PENDING, "current_step": start,
+        "inputs": source.inputs if inputs is None else inputs,
+        "triggered_by": triggered_by, "created_at": ts,
+        "step_due_at": ts if decision.enqueue else None, "rerun_of": source.id,
+    })
+    run = RunRecord(dict(zip(found.keys(), found.one(), strict=True)))
+    rows = []
+    for st in source_steps:
+        carried = st.step_index < start
+        row = {name: getattr(st, name) if carried else None for name in _OUTCOME_COLUMNS}
+        if not carried:
+            row.update(status=t.PENDING, attempt=1, output_truncated=False)
+        row.update({name: getattr(st, name) for name in _SNAPSHOT_COLUMNS})
+        rows.append({**row, "run_id": run.id, "reused": carried})
+    found = conn.execute(_INSERT_RERUN_STEPS, rows)
+    keys = tuple(found.keys())
+    steps = [StepRecord(dict(zip(keys, st, strict=True))) for st in found.all()]
+    tr = _apply(run, steps, decision, ts)
+    tr.events.insert(0, (None, "run.created", {"status": t.PENDING, "rerun_of": source.id,
+                                               "from_step": start}))
+    _write(s, tr, ts, count_finished=False)  # counted with the start, below
+    rerun_templates = sorted({st.template_id for st in steps[start:]})
+    conn.execute(_COUNT_TEMPLATE_USE, {"template_ids": rerun_templates, "ts": ts})
+    # The pipeline may be gone: its counters then are nowhere to keep, and the rerun stands.
+    conn.execute(_count_runs(started=True, finished=tr.run.status if tr.finished else None),
+                 {"pipeline_id": run.pipeline_id, "ts": ts})
     return tr
 
 

@@ -38,7 +38,8 @@ MAX_STEPS = 50
 
 class Verdict(Enum):
     ACCEPT = "accept"
-    REJECT = "reject"
+    REJECT = "reject"  # the proposal conflicts with the run's state (409 at the edge)
+    INVALID = "invalid"  # the proposal names what the run does not have (400 at the edge)
 
 
 @dataclass
@@ -206,6 +207,33 @@ def _move_on(state: RunState, finished: int, d: Decision) -> None:
             return
         d.steps[step.index] = SKIPPED
     d.run_status = FAILED if halted else COMPLETED
+
+
+def plan_rerun(status: str, steps: list[StepState], from_step: int | None) -> Decision:
+    """A new run from a finished one: steps before `from_step` keep how they ended (the
+    caller copies them), those from it on start afresh. `subject` is the step rerun from.
+
+    The carried steps count for `run_if` exactly as in the source run: after a carried
+    `stop` failure, `on_success` steps are skipped. Rules that limit a new run (a
+    pipeline's concurrency, a budget) are to refuse here as they will for a start.
+    """
+    if status not in RUN_TERMINAL:
+        return reject(f"run is {status}: only a finished run can be rerun")
+    if from_step is None:
+        from_step = next((s.index for s in steps if s.status != COMPLETED), None)
+        if from_step is None:
+            return reject("every step of the run completed: name a step to rerun (from_step)")
+    if not 0 <= from_step < len(steps):
+        return Decision(Verdict.INVALID,
+                        f"from_step must be from 0 to {len(steps) - 1}: the run has {len(steps)} "
+                        "steps")
+    fresh = [StepState(s.index, PENDING, 1, s.on_failure, s.run_if, s.max_attempts,
+                       s.retry_backoff) for s in steps[from_step:]]
+    d = Decision(Verdict.ACCEPT, "rerun", subject=from_step)
+    _move_on(RunState(PENDING, from_step, steps[:from_step] + fresh), from_step - 1, d)
+    if d.run_status == RUNNING:
+        d.run_status = None  # stays pending until a worker claims the step
+    return d
 
 
 def plan_start(steps: list[StepState]) -> Decision:

@@ -140,3 +140,21 @@ def test_runs_list_is_newest_first_and_filters(api):
     assert runs["runs"] == []
     runs = api.ok("GET", f"/api/pipelines/run?pipeline_id={pipeline['id']}")  # default limit 20
     assert len(runs["runs"]) == 3
+
+
+def test_rerun_from_the_failed_step_on_both_topologies(api, tmp_path):
+    marker, fixed = tmp_path / "trail", tmp_path / "fixed"
+    ok = api.template(f"echo ok >> {marker}; echo first")["id"]
+    flaky = api.template(f"echo try >> {marker}; test -f {fixed} && echo "
+                         "'after {{ steps[0].output | trim }}'")["id"]
+    source = api.wait(api.start(api.pipeline(ok, flaky)["id"], inputs={"n": 1})["id"])
+    assert source["status"] == "failed"
+    fixed.touch()
+    resp = api.call("POST", "/api/pipelines/run", {"action": "rerun", "run_id": source["id"]})
+    assert resp.status_code == 201, resp.text
+    done = api.wait(resp.json()["run"]["id"])
+    assert done["status"] == "completed" and done["rerun_of"] == source["id"]
+    assert done["inputs"] == {"n": 1}
+    assert [s["reused"] for s in done["steps_snapshot"]] == [True, False]
+    assert done["steps_snapshot"][1]["output"] == "after first\n"
+    assert marker.read_text().split() == ["ok", "try", "try"]

@@ -11,7 +11,14 @@ from sqlalchemy import func, select
 from orchestrator import db, runs
 from orchestrator import transitions as t
 from orchestrator.effects import CancelSession, RunStepMessage
-from orchestrator.models import Pipeline, PipelineRun, RunEvent, RunStep, WorkflowTemplate
+from orchestrator.models import (
+    Pipeline,
+    PipelineRun,
+    RunEvent,
+    RunStep,
+    StepDuration,
+    WorkflowTemplate,
+)
 from tests.factories import make_pipeline, make_run, make_template
 
 
@@ -281,3 +288,79 @@ def test_recent_runs_newest_first_filtered_with_their_steps(session):
     assert [(r.id, [st.status for st in steps]) for r, steps in cancelled] == [
         (ids[2], ["skipped", "skipped"])]
     assert runs.recent_runs(session, 10, pipeline_id=b.id, status="cancelled") == []
+
+
+def _failed_at(s, n: int, k: int) -> runs.Transition:
+    """A run of n steps whose steps before k completed and step k failed (stop)."""
+    tr = make_run(s, n=n)
+    for i in range(k + 1):
+        runs.claim_step(s, tr.run.id, i, 1, "w", 30)
+        tr = runs.resolve_step(s, tr.run.id, t.Resolve(i < k, i, 1), runs.StepResult(
+            error=None if i < k else "boom", output=f"out {i}", spawn_id=f"sp-{i}",
+            usage={"prompt_tokens": i}))
+    assert tr.run.status == "failed"
+    return tr
+
+
+def test_rerun_carries_the_steps_before_from_step_and_plans_the_rest(session):
+    src = _failed_at(session, n=4, k=2)
+    before = [st.values() for st in runs.load_run(session, src.run.id)[1]]
+    histogram = select(func.sum(StepDuration.steps))
+    counted = session.scalar(histogram)
+    tr = runs.rerun_run(session, src.run.id, None, "bob")
+    assert session.scalar(histogram) == counted, "a carried step was counted again"
+    assert tr.accepted and tr.run.rerun_of == src.run.id and tr.run.triggered_by == "bob"
+    assert tr.run.status == "pending" and tr.run.current_step == 2
+    assert tr.run.inputs == src.run.inputs
+    assert tr.effects == [RunStepMessage(tr.run.id, 2, 1)]
+    old = runs.load_run(session, src.run.id)[1]
+    for st, was in zip(tr.steps[:2], old[:2], strict=True):
+        assert st.reused and st.status == "completed"
+        for name in ("output", "spawn_id", "started_at", "completed_at", "usage", "attempt",
+                     "error", "prompt", "agent"):
+            assert getattr(st, name) == getattr(was, name), name
+    assert [(st.status, st.reused, st.output, st.attempt) for st in tr.steps[2:]] == [
+        ("pending", False, None, 1), ("pending", False, None, 1)]
+    assert [st.values() for st in old] == before, "the source run changed"
+    pipeline = session.get(Pipeline, tr.run.pipeline_id)
+    session.refresh(pipeline)
+    assert (pipeline.runs_total, pipeline.use_count, pipeline.runs_running) == (2, 2, 1)
+
+
+def test_rerun_uses_the_source_snapshot_even_once_the_pipeline_is_gone(session):
+    src = _failed_at(session, n=3, k=1)
+    pipeline = session.get(Pipeline, src.run.pipeline_id)
+    template_ids = [st.template_id for st in pipeline.steps]
+    session.delete(pipeline)
+    session.flush()
+    for tid in template_ids:
+        session.delete(session.get(WorkflowTemplate, tid))
+    session.flush()
+    tr = runs.rerun_run(session, src.run.id, 1, "bob", {"x": 1})
+    assert tr.accepted and tr.run.pipeline_name == src.run.pipeline_name
+    assert tr.run.inputs == {"x": 1}
+    assert [st.prompt for st in tr.steps] == [st.prompt for st in src.steps]
+
+
+def test_rerun_refusals_are_values_and_write_nothing(session):
+    active = make_run(session, n=2)
+    refused = runs.rerun_run(session, active.run.id, None, "bob")
+    assert refused.decision.verdict is t.Verdict.REJECT and "pending" in refused.decision.reason
+    done = _failed_at(session, n=2, k=1)
+    invalid = runs.rerun_run(session, done.run.id, 2, "bob")
+    assert invalid.decision.verdict is t.Verdict.INVALID
+    assert session.scalar(select(func.count()).select_from(PipelineRun).where(
+        PipelineRun.rerun_of.is_not(None))) == 0
+
+
+def test_two_concurrent_reruns_of_one_run_both_create_runs(settings):
+    with db.session() as s:
+        rid = _failed_at(s, n=3, k=1).run.id
+    results = _race(6, lambda s: runs.rerun_run(s, rid, None, "bob"))
+    assert all(r.accepted for r in results)
+    assert len({r.run.id for r in results}) == 6
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(PipelineRun).where(
+            PipelineRun.rerun_of == rid)) == 6
+        pipeline = s.get(Pipeline, runs.load_run(s, rid)[0].pipeline_id)
+        assert (pipeline.runs_total, pipeline.runs_running) == (7, 6)

@@ -145,3 +145,57 @@ def test_plan_start_picks_the_first_runnable_step():
     assert d.steps == {0: "skipped"} and d.current_step == 1 and d.run_status is None
     d = t.plan_start([StepState(0, run_if="on_failure"), StepState(1, run_if="on_failure")])
     assert d.run_status == "completed"
+
+
+@pytest.mark.parametrize("run_status", RUN_STATUSES)
+def test_rerun_accepted_only_for_a_finished_run(run_status):
+    d = t.plan_rerun(run_status, steps("completed", "failed", "skipped"), None)
+    assert d.accepted is (run_status in t.RUN_TERMINAL)
+    if not d.accepted:
+        assert d.verdict is t.Verdict.REJECT and d.steps == {} and d.enqueue == []
+        assert run_status in d.reason
+
+
+@pytest.mark.parametrize(
+    ("statuses", "from_step", "subject"),
+    [
+        (("completed", "failed", "skipped"), None, 1),
+        (("failed", "skipped", "skipped"), None, 0),
+        (("completed", "skipped", "skipped"), None, 1),  # a cancelled run's skipped steps
+        (("completed", "completed", "completed"), 2, 2),
+        (("completed", "failed", "skipped"), 0, 0),
+    ],
+)
+def test_rerun_starts_afresh_from_the_named_or_first_unfinished_step(statuses, from_step,
+                                                                      subject):
+    d = t.plan_rerun("failed", steps(*statuses), from_step)
+    assert d.accepted and d.subject == subject
+    assert d.current_step == subject and d.enqueue == [t.Enqueue(subject, 1)]
+    assert d.run_status is None  # pending until a worker claims it
+    assert d.steps == {}  # the carried steps are the caller's to copy, unchanged
+
+
+def test_rerun_of_a_fully_completed_run_must_name_a_step():
+    d = t.plan_rerun("completed", steps("completed", "completed"), None)
+    assert d.verdict is t.Verdict.REJECT and "from_step" in d.reason
+
+
+@pytest.mark.parametrize("from_step", [2, 3, 50])
+def test_rerun_from_a_step_the_run_does_not_have_is_invalid(from_step):
+    d = t.plan_rerun("failed", steps("completed", "failed"), from_step)
+    assert d.verdict is t.Verdict.INVALID and "from 0 to 1" in d.reason
+
+
+def test_rerun_after_a_carried_stop_failure_skips_on_success_steps():
+    carried = [StepState(0, "failed", on_failure="stop"), StepState(1, "skipped"),
+               StepState(2, "skipped", run_if="always"), StepState(3, "skipped")]
+    d = t.plan_rerun("failed", carried, 1)
+    assert d.accepted and d.steps == {1: "skipped"}
+    assert d.current_step == 2 and d.enqueue == [t.Enqueue(2, 1)]
+
+
+def test_rerun_whose_every_later_step_is_skipped_ends_at_once():
+    carried = [StepState(0, "failed", on_failure="stop"), StepState(1, "skipped")]
+    d = t.plan_rerun("failed", carried, 1)
+    assert d.accepted and d.steps == {1: "skipped"} and d.enqueue == []
+    assert d.run_status == "failed"

@@ -6,12 +6,14 @@ Used by the fault-injection tests and by `bench/soak.py`. It reads the database 
 - every run is terminal, with `completed_at`, and its status agrees with its steps;
 - no step is left pending or running; every step that ended has `completed_at`;
 - times are ordered: created ≤ started ≤ completed for the run and for each step, and a
-  step starts only after the step before it ended;
+  step starts only after the step before it ended (and, unless a rerun carried it over
+  from its source run, after its run started);
 - nothing ran twice: per (run, step, attempt) at most one `step.running` (claim) and at
   most one `step.spawned` event;
 - the pipeline's counters (runs_total/completed/failed/running) match its run rows;
 - the step-duration histogram kept with transitions matches a count of every finished
-  step in the database (all runs: it is one histogram).
+  step in the database (all runs: it is one histogram), carried-over steps counted once,
+  in the run that ran them.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def check(database_url: str, pipeline_ids: list[int] | None = None,
         steps = defaultdict(list)
         for row in conn.execute(
             "SELECT run_id, step_index, status, on_failure, attempt, started_at, "
-            "completed_at, error FROM run_steps WHERE run_id = ANY(%s) "
+            "completed_at, error, reused FROM run_steps WHERE run_id = ANY(%s) "
             "ORDER BY run_id, step_index", (run_ids,)):
             steps[row[0]].append(row[1:])
         events = conn.execute(
@@ -108,7 +110,7 @@ WITH counted AS (
          sum(d) AS seconds
   FROM (SELECT template_name, agent, status, completed_at - started_at AS d FROM run_steps
         WHERE status IN ('completed', 'failed') AND started_at IS NOT NULL
-        AND completed_at IS NOT NULL) AS finished
+        AND completed_at IS NOT NULL AND NOT reused) AS finished
   GROUP BY 1, 2, 3, 4),
 kept AS (
   SELECT template_name, agent, status, bucket, sum(steps) AS steps, sum(seconds) AS seconds
@@ -143,7 +145,7 @@ def _check_run(status, created, started, completed, steps) -> list[str]:
             s[1] == "skipped" and s[6] == "cancelled" for s in steps):
         problems.append(f"cancelled with no step skipped by the cancel: {statuses}")
     previous_end = None
-    for index, st, _on_failure, attempt, s_started, s_completed, error in steps:
+    for index, st, _on_failure, attempt, s_started, s_completed, error, reused in steps:
         name = f"step {index} ({st}, attempt {attempt})"
         if st in ("completed", "failed", "skipped") and s_completed is None:
             problems.append(f"{name} has no completed_at")
@@ -154,7 +156,8 @@ def _check_run(status, created, started, completed, steps) -> list[str]:
                 problems.append(f"{name} completed before it started")
             if previous_end is not None and s_started + EPS < previous_end:
                 problems.append(f"{name} started before the step before it ended")
-            if started is not None and s_started + EPS < started:
+            # A step a rerun carried over ran in the source run, before this one started.
+            if started is not None and s_started + EPS < started and not reused:
                 problems.append(f"{name} started before its run")
         if completed is not None and s_completed is not None and completed + EPS < s_completed:
             problems.append(f"{name} ended after its run")

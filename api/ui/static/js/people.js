@@ -17,7 +17,10 @@ export function stepRuntime(step) {
 }
 
 export function waitsForPerson(run, step) {
-  return Boolean(step) && run.status === "running" && step.status === "running" && stepRuntime(step) === "manual";
+  if (!step || run.status !== "running" || step.status !== "running") return false;
+  // The server says so when it can (`waiting_for_person`); older servers leave it to us.
+  if (typeof step.waiting_for_person === "boolean") return step.waiting_for_person;
+  return stepRuntime(step) === "manual";
 }
 
 /** A step's status in words: a person's step is "waiting for you", not "running". */

@@ -5,6 +5,7 @@ import { advance, badge, dot, emptyState, inlineError, runControls, runRow, step
 import { waitsForPerson } from "../people.js";
 import { registerStepAction, stepActions } from "../step_actions.js";
 import { state, ACTIVE, canOperate, changed, loadRun, recentRuns } from "../store.js";
+import { rerunButton } from "../rerun.js";
 
 const STATUSES = ["", "running", "pending", "completed", "failed", "cancelled"];
 let filter = "";
@@ -223,3 +224,6 @@ registerStepAction((run, s) => {
     ),
   );
 });
+
+// "Rerun from here" on each step of a failed or cancelled run.
+registerStepAction(rerunButton);
