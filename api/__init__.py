@@ -38,10 +38,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init(settings)
     init_celery(app, settings)
 
-    from api import admin, audit, health, openapi, pipelines, ratelimit, runs, workflows
+    from api import admin, apply, audit, health, openapi, pipelines, ratelimit, runs, workflows
     from api.errors import register_error_handlers
 
-    for module in (health, workflows, pipelines, runs, admin, openapi):
+    for module in (health, workflows, pipelines, runs, admin, apply, openapi):
         app.register_blueprint(module.bp)
     audit.init_app(app)
     ratelimit.init_app(app)

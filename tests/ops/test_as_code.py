@@ -156,3 +156,29 @@ def test_apply_reports_the_apis_refusal(cli, tmp_path):
     example = str(EXAMPLES / "ci-cd.yaml")
     twice = cli("apply", "-f", example, "-f", example, "--dry-run")
     assert twice.exit_code == 2 and "template 'Run Linter' appears twice" in twice.output
+
+
+def test_a_dry_run_is_checked_by_the_server(api, cli, tmp_path, database_url):
+    from tests.support import state_digest
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("templates:\n- {name: fine, prompt: p, agent: echo}\n"
+                   "- {name: Uses a ghost, prompt: p, agent: no-such-profile}\n")
+    before = state_digest(database_url)
+    result = cli("apply", "-f", str(bad), "--dry-run")
+    assert result.exit_code == 3, result.output
+    assert "  template 'Uses a ghost': agent: unknown agent profile 'no-such-profile'" in (
+        result.output)
+    assert state_digest(database_url) == before
+
+
+def test_export_names_two_templates_of_one_name_apart_and_applies_back(api, cli, tmp_path):
+    first = api.template("echo one", agent="echo", name="Twin")
+    second = api.template("echo two", agent="echo", name="Twin")
+    api.pipeline(first["id"], second["id"], name="Twins")
+    out = tmp_path / "twins.yaml"
+    done = cli("export", "-o", str(out), "--pipeline", "Twins")
+    assert done.exit_code == 0, done.output
+    written = yaml.safe_load(out.read_text())
+    assert written["pipelines"][0]["steps"] == [f"Twin #{first['id']}", f"Twin #{second['id']}"]
+    assert cli("apply", "-f", str(out)).output.strip().endswith("nothing to change")
