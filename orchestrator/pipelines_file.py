@@ -275,6 +275,7 @@ def plan_items(doc: Document, templates: list[dict[str, Any]],
             current = have_t.find(wanted)
         except FileError as exc:
             problems.append(Problem("template", wanted["name"], str(exc)))
+            step_ids[ref_of(wanted)] = None  # refused already: its steps are not blamed too
             continue
         fields = {k: v for k, v in wanted.items() if k not in REFERENCES}
         step_ids[ref_of(wanted)] = None if current is None else current["id"]
