@@ -18,11 +18,17 @@ from orchestrator.profiles import load_profiles
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """The app, on the environment's settings with `config`'s fields (Settings' names,
+    e.g. `{"database_url": ...}`) in their place. A key that is no setting is refused: a
+    misspelt one would otherwise leave its setting at the default, unnoticed."""
     app = Flask(__name__)
     settings = Settings.from_env()
-    overrides = {k: v for k, v in (config or {}).items() if k in Settings.__dataclass_fields__}
-    if overrides:
-        settings = dataclasses.replace(settings, **overrides)
+    unknown = sorted(set(config or {}) - set(Settings.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"create_app: unknown config key(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(Settings.__dataclass_fields__)}")
+    if config:
+        settings = dataclasses.replace(settings, **config)
     app.config.update(
         SETTINGS=settings,
         PROFILES=load_profiles(settings.agents_file),
@@ -34,10 +40,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init(settings)
     init_celery(app, settings)
 
-    from api import admin, audit, health, openapi, pipelines, ratelimit, runs, workflows
+    from api import admin, apply, audit, health, openapi, pipelines, ratelimit, runs, workflows
     from api.errors import register_error_handlers
 
-    for module in (health, workflows, pipelines, runs, admin, openapi):
+    for module in (health, workflows, pipelines, runs, admin, apply, openapi):
         app.register_blueprint(module.bp)
     audit.init_app(app)
     ratelimit.init_app(app)
@@ -54,9 +60,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def init_celery(app: Flask, settings: Settings) -> None:
+    """The app's one Celery app (Flask's Celery guide): made from its settings, the
+    process's default, and what `orchestrator up` runs its worker on."""
     from worker.app import make_celery
     from worker.dispatch import CeleryDispatcher
 
     celery = make_celery(settings)
+    celery.set_default()
     app.extensions["celery"] = celery
     app.extensions["dispatcher"] = CeleryDispatcher(celery)

@@ -24,6 +24,7 @@ ERROR_STATUSES = {
     "403": "The key's role is too low",
     "404": "Unknown id",
     "409": "State conflict",
+    "422": "Refused by a content check",
     "413": "Body too large",
     "429": "Rate limited (see Retry-After)",
     "503": "A dependency (database, broker) is down",
@@ -84,7 +85,13 @@ STEP_IN = obj({
 STEPS_IN = {"type": "array", "minItems": 2, "maxItems": 50, "items": ref("PipelineStepIn")}
 
 SCHEMAS: dict[str, Any] = {
-    "Error": obj({"error": {"type": "string"}}, ["error"]),
+    "Error": obj({
+        "error": {"type": "string"},
+        "items": {"type": "array", "description": "POST /api/apply: each refused item",
+                  "items": obj({"kind": {"enum": ["template", "pipeline", "document"]},
+                                "name": {"type": "string"}, "error": {"type": "string"}},
+                               ["kind", "name", "error"])},
+    }, ["error"]),
     "Success": obj({"success": {"const": True}}, ["success"]),
     "Id": ID,
     "IdBody": obj({"id": ref("Id")}, ["id"]),
@@ -115,6 +122,40 @@ SCHEMAS: dict[str, Any] = {
     },
     "TemplateUpdate": obj({"id": ref("Id"), **TEMPLATE_FIELDS}, ["id"]),
     "PipelineStepIn": STEP_IN,
+    "ApplyDocument": obj({
+        "templates": {"type": "array", "items": {
+            **obj({**TEMPLATE_FIELDS, "name": string(1, 200),
+                   "id": {"type": "integer", "minimum": 1,
+                          "description": "The stored template this item is (else: the "
+                                         "one with this name)"},
+                   "ref": {"type": "string", "minLength": 1,
+                           "description": "What steps call it (default: its name)"}},
+                  ["name"]),
+            "anyOf": [{"required": ["prompt"]}, {"required": ["task_prompt"]}]}},
+        "pipelines": {"type": "array", "items": obj({
+            "id": {"type": "integer", "minimum": 1},
+            "name": string(1, 200),
+            "description": string(None, 5000, nullable=True),
+            "steps": {"type": "array", "minItems": 2, "maxItems": 50, "items": {"oneOf": [
+                {"type": "string", "description": "A template's ref or name"},
+                obj({"template": {"type": "string"},
+                     "on_failure": {"enum": ["stop", "continue"]},
+                     "run_if": {"enum": ["on_success", "on_failure", "always"]}},
+                    ["template"])]}},
+        }, ["name", "steps"])},
+        "schedules": {"type": "array", "maxItems": 0,
+                      "description": "Not supported yet: absent or empty"},
+        "dry_run": {"type": "boolean", "default": False},
+    }),
+    "ApplyChange": obj({
+        "kind": {"enum": ["template", "pipeline"]},
+        "action": {"enum": ["create", "update", "unchanged"]},
+        "name": {"type": "string"},
+        "id": {"type": ["integer", "null"], "description": "null for a create in a dry run"},
+        "fields": {"type": "array", "items": {"type": "string"}},
+        "diff": {"type": "object", "additionalProperties": obj(
+            {"from": {}, "to": {}}, ["from", "to"])},
+    }, ["kind", "action", "name", "id", "fields", "diff"]),
     "PipelineStep": obj({
         "template_id": {"type": "integer"},
         "template_name": {"type": "string"},
@@ -253,7 +294,7 @@ SCHEMAS: dict[str, Any] = {
         "actor": {"type": "string"},
         "role": {"enum": ["viewer", "operator", "admin"]},
         "action": {"enum": ["created", "updated", "deleted", "started", "advanced",
-                            "cancelled", "rerun", "revoked"]},
+                            "cancelled", "rerun", "revoked", "applied"]},
         "target_type": {"enum": ["template", "pipeline", "run", "key"]},
         "target_id": {"type": ["integer", "null"]},
         "detail": {"type": "object"},
@@ -387,6 +428,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                      "schema": {"type": "string", "minLength": 1, "maxLength": 255,
                                 "pattern": "^[\\x21-\\x7e]+$"}}]),
     },
+    ("/api/apply", "post"): operation(
+        "Apply a document of templates and pipelines, all of it or none",
+        {**ok("200", "The plan, carried out unless dry_run",
+              {"dry_run": {"type": "boolean"},
+               "changes": {"type": "array", "items": ref("ApplyChange")}}),
+         **errors("422")},
+        role="operator", body="ApplyDocument", mutating=True),
     ("/api/me", "get"): operation(
         "Who the key belongs to",
         ok("200", "Identity", {"name": {"type": "string"},

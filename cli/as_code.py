@@ -1,19 +1,19 @@
 """`orchestrator apply -f FILE` and `orchestrator export`: pipelines as code, over the API.
 
-Apply prints its plan (`+` create, `~` update with the fields that change, `=` unchanged)
-and carries it out, templates first; `--dry-run` only prints it. Export writes the
-server's templates and pipelines in the same format.
+Apply sends the file to `POST /api/apply`, which plans and checks every item and writes
+all of it in one transaction or nothing; it prints the plan (`+` create, `~` update with
+the fields that change, `=` unchanged). `--dry-run` has the server plan and check without
+writing. Export writes the server's templates and pipelines in the same format.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from cli.http import Client
+from cli.http import ApiFailure, Client
 from cli.remote import calling_api, client, client_options, emit_json
 from orchestrator import pipelines_file as pf
 
@@ -33,68 +33,54 @@ def _read(path: str) -> pf.Document:
         raise FileProblem(str(exc)) from None
 
 
-def carry_out(api: Client, changes: list[pf.Change], templates: list[dict[str, Any]]) -> None:
-    ids = {t["name"]: t["id"] for t in templates}
-    for c in changes:
-        if c.kind != "template" or c.action == "unchanged":
-            continue
-        if c.action == "create":
-            ids[c.name] = api.post("/api/workflows", c.body)["template"]["id"]
-        else:
-            api.put("/api/workflows", {"id": c.id, **c.body})
-        click.echo(f"{'created' if c.action == 'create' else 'updated'} template {c.name!r}",
-                   err=True)
-    for c in changes:
-        if c.kind != "pipeline" or c.action == "unchanged":
-            continue
-        body = pf.pipeline_body(c.body, ids)
-        if c.action == "create":
-            api.post("/api/pipelines", body)
-        else:
-            api.put("/api/pipelines", {"id": c.id, **body})
-        click.echo(f"{'created' if c.action == 'create' else 'updated'} pipeline {c.name!r}",
-                   err=True)
+def _plan(api: Client, doc: pf.Document, dry_run: bool) -> list[pf.Change]:
+    """The server's plan for `doc`, carried out unless `dry_run`: all of it, or, when any
+    item is refused, none of it (each refused item is listed on stderr)."""
+    body = {"templates": doc.templates, "pipelines": doc.pipelines, "dry_run": dry_run}
+    try:
+        answer = api.post("/api/apply", body)
+    except ApiFailure as exc:
+        for item in exc.items:
+            click.echo(f"  {item.get('kind')} {item.get('name')!r}: {item.get('error')}",
+                       err=True)
+        raise
+    return [pf.Change(c["kind"], c["action"], c["name"], c["id"],
+                      {k: (d["from"], d["to"]) for k, d in c["diff"].items()})
+            for c in answer["changes"]]
 
 
 @click.command(name="apply")
 @click.option("-f", "--file", "paths", required=True, multiple=True,
               type=click.Path(dir_okay=False, allow_dash=True),
               help="A pipelines YAML file (- for stdin); repeat to apply several as one.")
-@click.option("--dry-run", is_flag=True, help="Show what would change, change nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Show what would change, checked by the server; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @client_options
 @calling_api
 def apply_cmd(paths: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
-    """Create or update templates and pipelines, by name, to match the file(s)."""
+    """Create or update templates and pipelines, by name, to match the file(s): all of
+    it in one server transaction, or nothing."""
     try:
         doc = pf.merge([_read(path) for path in paths])
     except pf.FileError as exc:
         raise FileProblem(str(exc)) from None
-    api = client()
-    templates = api.templates()
-    try:
-        changes = pf.plan(doc, templates, api.pipelines())
-    except pf.FileError as exc:
-        raise FileProblem(str(exc)) from None
+    changes = _plan(client(), doc, dry_run)
     pending = [c for c in changes if c.action != "unchanged"]
     if as_json:
         emit_json({"dry_run": dry_run, "changes": [
             {"kind": c.kind, "action": c.action, "name": c.name, "id": c.id,
              "fields": sorted(c.diff)} for c in changes]})
+        return
+    for line in pf.describe(changes):
+        click.echo(line)
+    creates = sum(c.action == "create" for c in changes)
+    if not pending:
+        click.echo("nothing to change")
     else:
-        for line in pf.describe(changes):
-            click.echo(line)
-    if not dry_run and pending:
-        carry_out(api, changes, templates)
-    if not as_json:
-        creates = sum(c.action == "create" for c in changes)
-        updates = len(pending) - creates
-        if not pending:
-            click.echo("nothing to change")
-        else:
-            verb = "would" if dry_run else "did"
-            click.echo(f"{verb} create {creates}, update {updates}"
-                       + (" (dry run: nothing changed)" if dry_run else ""))
+        verb = "would" if dry_run else "did"
+        click.echo(f"{verb} create {creates}, update {len(pending) - creates}"
+                   + (" (dry run: nothing changed)" if dry_run else ""))
 
 
 @click.command(name="export")

@@ -18,10 +18,12 @@ DEFAULT_URL = "http://127.0.0.1:3000"
 class ApiFailure(Exception):
     """The API said no (status > 0), or could not be reached (status 0)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, items: list[dict[str, Any]] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        # the refused items of a document (POST /api/apply), each {"kind", "name", "error"}
+        self.items = items or []
 
 
 class Client:
@@ -56,11 +58,15 @@ class Client:
                 return _decode(resp.read(), resp.status)
         except urllib.error.HTTPError as exc:
             raw = exc.read()
+            items = None
             try:
-                message = json.loads(raw).get("error") or raw.decode(errors="replace")
+                answer = json.loads(raw)
+                message = answer.get("error") or raw.decode(errors="replace")
+                items = answer.get("items")
             except (ValueError, AttributeError):
                 message = raw.decode(errors="replace").strip() or exc.reason
-            raise ApiFailure(exc.code, f"{message} (HTTP {exc.code})") from None
+            raise ApiFailure(exc.code, f"{message} (HTTP {exc.code})",
+                             items if isinstance(items, list) else None) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ApiFailure(0, f"cannot reach {self.base}: {reason}") from None

@@ -10,19 +10,29 @@ import time
 
 import click
 
-from orchestrator import db, logs, masking, migrate, render_process, tallies
+from orchestrator import db, logs, masking, migrate, preflight, render_process, tallies
 from orchestrator.auth import ROLES, create_key, has_keys
 from orchestrator.config import Settings
 
 
-@click.group()
+class _Main(click.Group):
+    """Turns a failed preflight check into its one line, for every command."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except preflight.NotReady as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Main)
 def main() -> None:
     """Pipeline Orchestrator: multi-step agent pipelines that advance by themselves."""
     try:
         settings = Settings.from_env()
     except ValueError as exc:  # a bad setting: say which, before any command starts
         raise click.ClickException(str(exc)) from None
-    logs.configure(_log_level(), settings.log_format,
+    logs.configure(settings.log_level, settings.log_format,
                    masking.known_secrets(settings))
 
 
@@ -35,8 +45,10 @@ def db_group() -> None:
 def upgrade() -> None:
     """Apply schema migrations to DATABASE_URL."""
     settings = Settings.from_env()
+    if preflight.sqlite_file(settings.database_url) is None:  # a server: reachable, and there
+        preflight.reach_database(settings.database_url)
     migrate.upgrade(settings.database_url)
-    click.echo(f"database at {_safe_url(settings.database_url)} is up to date")
+    click.echo(f"database at {preflight.safe_url(settings.database_url)} is up to date")
 
 
 @main.group()
@@ -49,7 +61,9 @@ def keys() -> None:
 @click.option("--role", required=True, type=click.Choice(ROLES))
 def create_key_cmd(name: str, role: str) -> None:
     """Create an API key and print it (it is stored hashed and shown only now)."""
-    db.init(Settings.from_env())
+    settings = Settings.from_env()
+    preflight.check_schema(settings.database_url)
+    db.init(settings)
     with db.session() as s:
         _, key = create_key(s, name, role)
     click.echo(key)
@@ -57,35 +71,39 @@ def create_key_cmd(name: str, role: str) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--port", type=int, help="Default: PORT, else 3000.")
 @click.option("--concurrency", default=4, show_default=True, type=int,
               help="Steps run at once by the in-process worker.")
-def up(host: str, port: int, concurrency: int) -> None:
+def up(host: str, port: int | None, concurrency: int) -> None:
     """API, web UI and a worker in one process (SQLite and an in-process broker by default)."""
     from werkzeug.serving import make_server
 
     from api import create_app
     from worker import tasks
-    from worker.app import celery, control_queue
+    from worker.app import control_queue
 
     settings = Settings.from_env()
+    port = port or settings.port
     _check_profiles(settings)
+    preflight.check_port(host, port)  # before the database file is made
     migrate.upgrade(settings.database_url)
     db.init(settings)
     _bootstrap_key(settings)
-    render_process.pool_for(settings).warm()
-    server = make_server(host, port, create_app(), threaded=True)
+    render_process.pool_for(settings).warm()  # before any thread: see render_process
+    app = create_app()
+    celery = app.extensions["celery"]  # the worker below runs on the API's one Celery app
+    server = make_server(host, port, app, threaded=True)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-    threading.Thread(target=_sweep_forever, args=(tasks.executor, settings),
+    threading.Thread(target=_sweep_forever, args=(tasks.executor(celery), settings),
                      name="sweeper", daemon=True).start()
     click.echo(f"Pipeline Orchestrator on http://{host}:{port} "
-               f"(database {_safe_url(settings.database_url)}, "
-               f"broker {_safe_url(settings.broker_url)})")
+               f"(database {preflight.safe_url(settings.database_url)}, "
+               f"broker {preflight.safe_url(settings.broker_url)})")
     celery.Worker(
         pool="threads",
         concurrency=concurrency,
         queues=[settings.queue, control_queue(settings)],
-        loglevel=_log_level(),
+        loglevel=settings.log_level,
         without_mingle=True,
         without_gossip=True,
     ).start()
@@ -120,18 +138,22 @@ def _sweep_forever(executor, settings: Settings) -> None:
     while True:
         time.sleep(settings.sweep_seconds)
         try:
-            tallies.record_sweep(settings, vars(executor().sweep()))
+            tallies.record_sweep(settings, vars(executor.sweep()))
         except Exception:
             log.exception("sweep failed")
 
 
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
-@click.option("--port", default=int(os.environ.get("PORT", 3000)), show_default=True, type=int)
+@click.option("--port", type=int, help="Default: PORT, else 3000.")
 @click.option("--workers", default=2, show_default=True, type=int)
-def api(host: str, port: int, workers: int) -> None:
+def api(host: str, port: int | None, workers: int) -> None:
     """The HTTP API and UI under gunicorn (production)."""
-    _check_profiles(Settings.from_env())
+    settings = Settings.from_env()
+    port = port or settings.port
+    _check_profiles(settings)
+    preflight.check_schema(settings.database_url)
+    preflight.check_port(host, port)
     os.execvp(sys.executable, [
         sys.executable, "-m", "gunicorn", "api.wsgi:app",
         "--bind", f"{host}:{port}", "--workers", str(workers),
@@ -141,7 +163,7 @@ def api(host: str, port: int, workers: int) -> None:
         # longer than clients and proxies keep idle connections, so that gunicorn never
         # closes one just as a client reuses it
         "--keep-alive", "75",
-        "--logger-class", "api.gunicorn_logger.Logger", "--log-level", _log_level().lower(),
+        "--logger-class", "api.gunicorn_logger.Logger", "--log-level", settings.log_level.lower(),
     ])
 
 
@@ -154,7 +176,10 @@ def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
 
     settings = Settings.from_env()
     _check_profiles(settings)
-    argv = ["worker", "-Q", f"{settings.queue},{control_queue(settings)}", "--loglevel", _log_level()]
+    preflight.check_schema(settings.database_url)
+    preflight.check_broker(celery)
+    argv = ["worker", "-Q", f"{settings.queue},{control_queue(settings)}",
+            "--loglevel", settings.log_level]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     celery.worker_main(argv + list(celery_args))
@@ -166,28 +191,8 @@ def beat(celery_args: tuple[str, ...]) -> None:
     """Celery beat: schedules the sweeper (production; run exactly one)."""
     from worker.app import celery
 
-    celery.start(["beat", "--loglevel", _log_level(), *celery_args])
-
-
-def _log_level() -> str:
-    """LOG_LEVEL, for every command (Celery and gunicorn set their own otherwise)."""
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    if level not in _LOG_LEVELS:
-        raise click.ClickException(
-            f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {os.environ['LOG_LEVEL']!r}")
-    return level
-
-
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(db.normalize_url(url)).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparsable url>"
+    preflight.check_broker(celery)
+    celery.start(["beat", "--loglevel", Settings.from_env().log_level, *celery_args])
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

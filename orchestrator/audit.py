@@ -1,5 +1,5 @@
 """The audit log: who did what (created, updated, deleted, started, advanced, cancelled,
-rerun).
+rerun, revoked, applied a document).
 
 An entry is added to the session that makes the change, so it commits or rolls back with
 it: a refused or failed request leaves no entry, and no change goes unrecorded.
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from orchestrator.models import AuditEntry, now
 
 ACTIONS = ("created", "updated", "deleted", "started", "advanced", "cancelled", "rerun",
-           "revoked")
+           "revoked", "applied")
 
 
 def record(

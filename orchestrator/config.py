@@ -53,6 +53,25 @@ def _rate_limit(raw: str | None) -> int:
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(raw: str | None) -> str:
+    level = (raw or "INFO").strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return level
+
+
+def _port(raw: str | None) -> int:
+    if raw is None or raw.strip() == "":
+        return 3000
+    value = raw.strip()
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= 65535):
+        raise ValueError(f"PORT must be a port number (1-65535), got {raw!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -94,6 +113,10 @@ class Settings:
     # seconds, and memory it may allocate.
     render_timeout_seconds: float = 2.0
     render_memory_mb: int = 256
+    # The HTTP port `up` and `api` listen on when no --port is given.
+    port: int = 3000
+    # Level of the service's own logs, and of Celery's and gunicorn's.
+    log_level: str = "INFO"
 
     @property
     def embedded_broker(self) -> bool:
@@ -126,6 +149,8 @@ class Settings:
             metrics_auth=(env.get("METRICS_AUTH") or "viewer").lower(),
             render_timeout_seconds=_float(env, "RENDER_TIMEOUT_SECONDS", 2.0),
             render_memory_mb=_int(env, "RENDER_MEMORY_MB", 256),
+            port=_port(env.get("PORT")),
+            log_level=_log_level(env.get("LOG_LEVEL")),
         )
         # A worker renews its lease every third of it, between two polls of its session.
         if settings.poll_seconds >= settings.lease_seconds / 3:

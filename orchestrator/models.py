@@ -209,7 +209,7 @@ class AuditEntry(Base):
     at: Mapped[float] = mapped_column(Float, default=now)
     actor: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(20))
-    # created | updated | deleted | started | advanced | cancelled | rerun | revoked
+    # created | updated | deleted | started | advanced | cancelled | rerun | revoked | applied
     action: Mapped[str] = mapped_column(String(20))
     target_type: Mapped[str] = mapped_column(String(20))
     target_id: Mapped[int | None] = mapped_column(Integer)

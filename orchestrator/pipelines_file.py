@@ -5,10 +5,15 @@ returns it) and lists the creations and updates that would make the server match
 `export` writes the server's objects back out in the same shape. A field the file leaves
 out means its default, so applying a file twice changes nothing the second time, and
 applying an export changes nothing at all. Objects the file does not name are left alone.
+
+Names are references: a step names its template. Where two templates share a name (the
+API allows it), an item says which one with `id`, and gives itself a `ref`, unique in the
+file, that steps name instead; `export` writes both for every name the server has twice.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +32,8 @@ TEMPLATE_DEFAULTS: dict[str, Any] = {
     "retries": 0,
     "retry_backoff_seconds": 0,
 }
+# Which stored object an item is, and how steps refer to it: never sent as fields.
+REFERENCES = ("id", "ref")
 TEMPLATE_FIELDS = ("name", "prompt", *TEMPLATE_DEFAULTS)
 STEP_DEFAULTS: dict[str, Any] = {"on_failure": "stop", "run_if": "on_success"}
 PIPELINE_FIELDS = ("name", "description", "steps")
@@ -34,6 +41,15 @@ PIPELINE_FIELDS = ("name", "description", "steps")
 
 class FileError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why one item of a document cannot be applied."""
+
+    kind: str  # "template" | "pipeline" | "document"
+    name: str
+    error: str
 
 
 @dataclass
@@ -44,14 +60,22 @@ class Change:
     id: int | None = None
     # field -> (current, wanted), for updates
     diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-    # what to send (template fields; pipeline fields with steps by template name)
+    # what to send (template fields; pipeline fields with steps by template ref)
     body: dict[str, Any] = field(default_factory=dict)
+    ref: str | None = None  # a template's ref: what steps call it
 
 
 @dataclass
 class Document:
     templates: list[dict[str, Any]]
     pipelines: list[dict[str, Any]]
+    # what steps may call the template items refused while reading: steps naming them are
+    # not blamed as well
+    refused: set[str] = field(default_factory=set)
+
+
+def ref_of(template: dict[str, Any]) -> str:
+    return template.get("ref") or template["name"]
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -62,27 +86,62 @@ def load(text: str, source: str = "<file>") -> Document:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise FileError(f"{source}: not valid YAML: {exc}") from None
-    if data is None:
-        data = {}
+    return parse({} if data is None else data, source)
+
+
+def parse(data: Any, source: str = "<file>") -> Document:
+    """A document from its parsed form; FileError at its first problem."""
+    doc, problems = parse_items(data, source)
+    if problems:
+        raise FileError(problems[0].error)
+    return doc
+
+
+def parse_items(data: Any, source: str = "<body>") -> tuple[Document, list[Problem]]:
+    """A document from its parsed form, and every item's problem (the items that have one
+    are left out of the document)."""
     if not isinstance(data, dict):
-        raise FileError(f"{source}: expected a mapping with `templates` and `pipelines`")
-    _no_unknown(data, ("templates", "pipelines"), source)
-    templates = [_template(t, f"{source}: templates[{i}]")
-                 for i, t in enumerate(_list(data, "templates", source))]
-    pipelines = [_pipeline(p, f"{source}: pipelines[{i}]")
-                 for i, p in enumerate(_list(data, "pipelines", source))]
-    _unique([t["name"] for t in templates], "template", source)
-    _unique([p["name"] for p in pipelines], "pipeline", source)
-    return Document(templates, pipelines)
+        return Document([], []), [Problem("document", source, f"{source}: expected a mapping "
+                                          "with `templates` and `pipelines`")]
+    problems: list[Problem] = []
+    try:
+        _no_unknown(data, ("templates", "pipelines"), source)
+        raw = {key: _list(data, key, source) for key in ("templates", "pipelines")}
+    except FileError as exc:
+        return Document([], []), [Problem("document", source, str(exc))]
+    doc = Document([], [])
+    for kind, read, out in (("template", _template, doc.templates),
+                            ("pipeline", _pipeline, doc.pipelines)):
+        for i, item in enumerate(raw[f"{kind}s"]):
+            try:
+                out.append(read(item, f"{source}: {kind}s[{i}]"))
+            except FileError as exc:
+                name = item.get("name") if isinstance(item, dict) else None
+                problems.append(Problem(kind, str(name or f"{kind}s[{i}]"), str(exc)))
+                if kind == "template" and isinstance(item, dict):
+                    doc.refused |= {str(item[k]) for k in ("name", "ref") if item.get(k)}
+    problems += _duplicates(doc, source)
+    return doc, problems
 
 
 def merge(docs: list[Document]) -> Document:
     """Several files applied as one; a name may still appear only once."""
     merged = Document([t for d in docs for t in d.templates],
                       [p for d in docs for p in d.pipelines])
-    _unique([t["name"] for t in merged.templates], "template", "the files")
-    _unique([p["name"] for p in merged.pipelines], "pipeline", "the files")
+    problems = _duplicates(merged, "the files")
+    if problems:
+        raise FileError(problems[0].error)
     return merged
+
+
+def _duplicates(doc: Document, where: str) -> list[Problem]:
+    """Two items that are the same object, or two templates steps cannot tell apart."""
+    keys = [("template", ref_of(t)) for t in doc.templates]
+    keys += [("template", f"#{t['id']}") for t in doc.templates if t.get("id")]
+    keys += [("pipeline", p["name"] if p.get("id") is None else f"#{p['id']}")
+             for p in doc.pipelines]
+    return [Problem(kind, name, f"{where}: {kind} {name!r} appears twice")
+            for (kind, name), n in Counter(keys).items() if n > 1]
 
 
 def _list(data: dict[str, Any], key: str, where: str) -> list[Any]:
@@ -100,19 +159,20 @@ def _no_unknown(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> N
                         f"allowed: {', '.join(allowed)}")
 
 
-def _unique(names: list[str], kind: str, where: str) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise FileError(f"{where}: {kind} {name!r} appears twice")
-        seen.add(name)
-
-
 def _name(data: dict[str, Any], where: str) -> str:
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise FileError(f"{where}: `name` (a non-empty string) is required")
     return name
+
+
+def _references(data: dict[str, Any], where: str, ref_ok: bool) -> None:
+    item_id = data.get("id")
+    if item_id is not None and (isinstance(item_id, bool) or not isinstance(item_id, int)
+                                or item_id < 1):
+        raise FileError(f"{where}: `id` must be a positive whole number")
+    if ref_ok and "ref" in data and (not isinstance(data["ref"], str) or not data["ref"]):
+        raise FileError(f"{where}: `ref` must be a non-empty string")
 
 
 def _template(data: Any, where: str) -> dict[str, Any]:
@@ -121,18 +181,20 @@ def _template(data: Any, where: str) -> dict[str, Any]:
     data = dict(data)
     if "task_prompt" in data and "prompt" not in data:
         data["prompt"] = data.pop("task_prompt")
-    _no_unknown(data, TEMPLATE_FIELDS, where)
+    _no_unknown(data, (*TEMPLATE_FIELDS, *REFERENCES), where)
     name = _name(data, where)
     if not isinstance(data.get("prompt"), str) or not data["prompt"]:
         raise FileError(f"{where} ({name}): `prompt` (a non-empty string) is required")
+    _references(data, where, ref_ok=True)
     return {**TEMPLATE_DEFAULTS, **data}
 
 
 def _pipeline(data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise FileError(f"{where}: expected a mapping")
-    _no_unknown(data, PIPELINE_FIELDS, where)
+    _no_unknown(data, (*PIPELINE_FIELDS, "id"), where)
     name = _name(data, where)
+    _references(data, where, ref_ok=False)
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
         raise FileError(f"{where} ({name}): `steps` must be a list of templates")
@@ -148,21 +210,11 @@ def _pipeline(data: Any, where: str) -> dict[str, Any]:
         if not isinstance(step.get("template"), str) or not step["template"]:
             raise FileError(f"{where}.steps[{i}]: `template` (a template's name) is required")
         out.append({**STEP_DEFAULTS, **step})
-    return {"name": name, "description": data.get("description"), "steps": out}
+    pipeline = {"name": name, "description": data.get("description"), "steps": out}
+    return pipeline if data.get("id") is None else {"id": data["id"], **pipeline}
 
 
 # -- comparing ---------------------------------------------------------------------------
-
-
-def _by_name(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    for obj in objects:
-        if obj["name"] in found:
-            raise FileError(
-                f"the server has two {kind}s named {obj['name']!r} (ids {found[obj['name']]['id']}"
-                f" and {obj['id']}): rename one before applying by name")
-        found[obj["name"]] = obj
-    return found
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -171,46 +223,114 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+class _Server:
+    """The server's objects, found the way a file item names them: by `id` if it gives
+    one, else by a name only one object has."""
+
+    def __init__(self, objects: list[dict[str, Any]], kind: str):
+        self.kind = kind
+        self.by_id = {o["id"]: o for o in objects}
+        self.by_name: dict[str, list[dict[str, Any]]] = {}
+        for o in objects:
+            self.by_name.setdefault(o["name"], []).append(o)
+
+    def find(self, item: dict[str, Any]) -> dict[str, Any] | None:
+        if item.get("id") is not None:
+            found = self.by_id.get(item["id"])
+            if found is None:
+                raise FileError(f"{self.kind} id {item['id']} not found on the server")
+            return found
+        same = self.by_name.get(item["name"], [])
+        if len(same) > 1:
+            raise FileError(
+                f"the server has {len(same)} {self.kind}s named {item['name']!r} (ids "
+                f"{', '.join(str(o['id']) for o in same)}): give the item the `id` it means")
+        return same[0] if same else None
+
+    def unique_ids(self) -> dict[str, int]:
+        return {name: objs[0]["id"] for name, objs in self.by_name.items() if len(objs) == 1}
+
+
 def plan(doc: Document, templates: list[dict[str, Any]],
          pipelines: list[dict[str, Any]]) -> list[Change]:
-    """What applying `doc` would do, given the server's templates and pipelines."""
-    have_t = _by_name(templates, "template")
-    have_p = _by_name(pipelines, "pipeline")
-    changes: list[Change] = []
-    for wanted in doc.templates:
-        current = have_t.get(wanted["name"])
-        if current is None:
-            changes.append(Change("template", "create", wanted["name"], body=wanted))
-            continue
-        diff = {k: (current[k], v) for k, v in wanted.items()
-                if k in current and not _same(current[k], v)}
-        changes.append(Change("template", "update" if diff else "unchanged", wanted["name"],
-                              current["id"], diff, {k: wanted[k] for k in diff}))
-    known = set(have_t) | {t["name"] for t in doc.templates}
-    for wanted in doc.pipelines:
-        missing = sorted({s["template"] for s in wanted["steps"]} - known)
-        if missing:
-            raise FileError(f"pipeline {wanted['name']!r} uses template(s) that neither the "
-                            f"file nor the server has: {', '.join(missing)}")
-        current = have_p.get(wanted["name"])
-        if current is None:
-            changes.append(Change("pipeline", "create", wanted["name"], body=wanted))
-            continue
-        have = _pipeline_as_file(current)
-        diff = {k: (have[k], wanted[k]) for k in ("description", "steps")
-                if have[k] != wanted[k]}
-        changes.append(Change("pipeline", "update" if diff else "unchanged", wanted["name"],
-                              current["id"], diff, {k: wanted[k] for k in diff}))
+    """What applying `doc` would do, given the server's templates and pipelines; FileError
+    at the first item that cannot be applied."""
+    changes, problems = plan_items(doc, templates, pipelines)
+    if problems:
+        raise FileError(problems[0].error)
     return changes
 
 
-def _pipeline_as_file(p: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": p["name"],
-        "description": p.get("description"),
-        "steps": [{"template": s["template_name"],
-                   **{k: s.get(k, v) for k, v in STEP_DEFAULTS.items()}} for s in p["steps"]],
-    }
+def plan_items(doc: Document, templates: list[dict[str, Any]],
+               pipelines: list[dict[str, Any]]) -> tuple[list[Change], list[Problem]]:
+    """The plan, and every item's problem (items with one have no change)."""
+    have_t, have_p = _Server(templates, "template"), _Server(pipelines, "pipeline")
+    changes: list[Change] = []
+    problems: list[Problem] = []
+    # what steps may name: the server's unique names, then the file's refs over them
+    step_ids: dict[str, int | None] = dict(have_t.unique_ids())
+    step_ids.update(dict.fromkeys(doc.refused))
+    for wanted in doc.templates:
+        try:
+            current = have_t.find(wanted)
+        except FileError as exc:
+            problems.append(Problem("template", wanted["name"], str(exc)))
+            step_ids[ref_of(wanted)] = None  # refused already: its steps are not blamed too
+            continue
+        fields = {k: v for k, v in wanted.items() if k not in REFERENCES}
+        step_ids[ref_of(wanted)] = None if current is None else current["id"]
+        if current is None:
+            changes.append(Change("template", "create", wanted["name"], body=fields,
+                                  ref=ref_of(wanted)))
+            continue
+        diff = {k: (current[k], v) for k, v in fields.items()
+                if k in current and not _same(current[k], v)}
+        changes.append(Change("template", "update" if diff else "unchanged", wanted["name"],
+                              current["id"], diff, {k: fields[k] for k in diff},
+                              ref=ref_of(wanted)))
+    for wanted in doc.pipelines:
+        unknown = {s["template"] for s in wanted["steps"]} - set(step_ids)
+        shared = sorted(unknown & set(have_t.by_name))
+        if shared:
+            problems.append(Problem("pipeline", wanted["name"], (
+                f"pipeline {wanted['name']!r} names template(s) the server has more than one "
+                f"of: {', '.join(shared)}; list the one meant in the file, with its `id` and "
+                "a `ref` for the steps to name")))
+            continue
+        if unknown:
+            problems.append(Problem("pipeline", wanted["name"], (
+                f"pipeline {wanted['name']!r} uses template(s) that neither the file nor the "
+                f"server has: {', '.join(sorted(unknown))}")))
+            continue
+        try:
+            current = have_p.find(wanted)
+        except FileError as exc:
+            problems.append(Problem("pipeline", wanted["name"], str(exc)))
+            continue
+        body = {k: v for k, v in wanted.items() if k != "id"}
+        if current is None:
+            changes.append(Change("pipeline", "create", wanted["name"], body=body))
+            continue
+        diff = {}
+        if current.get("description") != wanted["description"]:
+            diff["description"] = (current.get("description"), wanted["description"])
+        if _step_keys(current["steps"]) != [(step_ids[s["template"]], s["on_failure"],
+                                             s["run_if"]) for s in wanted["steps"]]:
+            diff["steps"] = (_steps_as_file(current["steps"]), wanted["steps"])
+        if current["name"] != wanted["name"]:
+            diff["name"] = (current["name"], wanted["name"])
+        changes.append(Change("pipeline", "update" if diff else "unchanged", wanted["name"],
+                              current["id"], diff, {k: body[k] for k in diff}))
+    return changes, problems
+
+
+def _step_keys(steps: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(s["template_id"], *(s.get(k, v) for k, v in STEP_DEFAULTS.items())) for s in steps]
+
+
+def _steps_as_file(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"template": s["template_name"],
+             **{k: s.get(k, v) for k, v in STEP_DEFAULTS.items()}} for s in steps]
 
 
 def describe(changes: list[Change]) -> list[str]:
@@ -240,7 +360,7 @@ def _short(value: Any) -> str:
 
 
 def pipeline_body(wanted: dict[str, Any], template_ids: dict[str, int]) -> dict[str, Any]:
-    """A pipeline's API body, its steps' template names turned into ids."""
+    """A pipeline's API body, its steps' template refs turned into ids."""
     body = {k: v for k, v in wanted.items() if k != "steps"}
     if "steps" in wanted:
         body["steps"] = [{"template_id": template_ids[s["template"]], "on_failure": s["on_failure"],
@@ -274,33 +394,43 @@ def export(templates: list[dict[str, Any]], pipelines: list[dict[str, Any]],
         pipelines = [p for p in pipelines if p["name"] in only]
         used = {s["template_id"] for p in pipelines for s in p["steps"]}
         templates = [t for t in templates if t["id"] in used]
-    _by_name(templates, "template")
-    _by_name(pipelines, "pipeline")
+    shared = {n for n, k in Counter(t["name"] for t in templates).items() if k > 1}
+    refs = {t["id"]: f"{t['name']} #{t['id']}" if t["name"] in shared else t["name"]
+            for t in templates}
+    shared_p = {n for n, k in Counter(p["name"] for p in pipelines).items() if k > 1}
     doc: dict[str, Any] = {
-        "templates": [_template_out(t) for t in templates],
-        "pipelines": [_pipeline_out(p) for p in pipelines],
+        "templates": [_template_out(t, refs[t["id"]] if t["name"] in shared else None)
+                      for t in templates],
+        "pipelines": [_pipeline_out(p, refs, p["name"] in shared_p) for p in pipelines],
     }
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
-def _template_out(t: dict[str, Any]) -> dict[str, Any]:
+def _template_out(t: dict[str, Any], ref: str | None) -> dict[str, Any]:
+    """`ref` is given when another template has this one's name: the item then says which
+    template it is (`id`) and what steps call it (`ref`)."""
     out: dict[str, Any] = {"name": t["name"]}
+    if ref is not None:
+        out.update(id=t["id"], ref=ref)
+    if t.get("description") is not None:
+        out["description"] = t["description"]
     for key, default in TEMPLATE_DEFAULTS.items():
         if key in t and not _same(t[key], default) and key != "description":
             out[key] = t[key]
-    if t.get("description") is not None:
-        out = {"name": t["name"], "description": t["description"], **out}
     out["prompt"] = t["prompt"]
     return out
 
 
-def _pipeline_out(p: dict[str, Any]) -> dict[str, Any]:
+def _pipeline_out(p: dict[str, Any], refs: dict[int, str], with_id: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"name": p["name"]}
+    if with_id:
+        out["id"] = p["id"]
     if p.get("description") is not None:
         out["description"] = p["description"]
     steps = []
-    for s in _pipeline_as_file(p)["steps"]:
-        extra = {k: v for k, v in s.items() if k != "template" and STEP_DEFAULTS[k] != v}
-        steps.append({"template": s["template"], **extra} if extra else s["template"])
+    for s in p["steps"]:
+        extra = {k: s.get(k, v) for k, v in STEP_DEFAULTS.items() if s.get(k, v) != v}
+        ref = refs[s["template_id"]]
+        steps.append({"template": ref, **extra} if extra else ref)
     out["steps"] = steps
     return out

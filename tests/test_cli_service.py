@@ -8,6 +8,9 @@ import sys
 
 import pytest
 
+from orchestrator import migrate
+from tests.conftest import free_port
+
 
 def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": database_url}
@@ -33,16 +36,18 @@ def test_keys_create_prints_a_key_that_works_with_its_role(stack, api, database_
     assert bad.returncode != 0 and "root" in bad.stderr
 
 
-def test_worker_and_beat_log_at_log_level(monkeypatch):
+def test_worker_and_beat_log_at_log_level(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
     from cli.main import main
     from worker.app import celery
 
+    database = f"sqlite:///{tmp_path / 'ready.db'}"
+    migrate.upgrade(database)
     seen: list[list[str]] = []
     monkeypatch.setattr(celery, "worker_main", lambda argv: seen.append(argv))
     monkeypatch.setattr(celery, "start", lambda argv: seen.append(argv))
-    runner = CliRunner(env={"LOG_LEVEL": "warning"})
+    runner = CliRunner(env={"LOG_LEVEL": "warning", "DATABASE_URL": database})
     for command in ("worker", "beat"):
         assert runner.invoke(main, [command]).exit_code == 0
     assert [argv[argv.index("--loglevel") + 1] for argv in seen] == ["WARNING", "WARNING"]
@@ -89,10 +94,13 @@ def test_serving_commands_start_with_a_good_agents_file(tmp_path, monkeypatch):
     agents_file = tmp_path / "agents.toml"
     agents_file.write_text('[agents.sh]\nruntime = "command"\nargv = ["bash", "-c", "{prompt}"]\n'
                            '[agents.gw]\nruntime = "webhook"\nurl = "http://127.0.0.1:8080/s"\n')
+    database = f"sqlite:///{tmp_path / 'ready.db'}"
+    migrate.upgrade(database)
     started: list[object] = []
     monkeypatch.setattr(celery, "worker_main", started.append)
     monkeypatch.setattr(os, "execvp", lambda *argv: started.append(argv))
-    runner = CliRunner(env={"AGENTS_FILE": str(agents_file)})
+    runner = CliRunner(env={"AGENTS_FILE": str(agents_file), "DATABASE_URL": database,
+                            "PORT": str(free_port())})
     for command in ("worker", "api"):
         assert runner.invoke(main, [command]).exit_code == 0
     assert len(started) == 2

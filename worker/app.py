@@ -1,15 +1,17 @@
 """The Celery app: late acknowledgement, one message at a time, JSON only.
 
-`celery -A worker.app worker` and `orchestrator worker` both use `celery` below. Step
-messages go to the `orchestrator.steps` queue; cancels and the sweeper to
-`orchestrator.control`, so a backlog of steps never delays a cancel.
+A process has one Celery app. The API's is made by `create_app` (api.init_celery, as
+Flask's Celery guide does), and `orchestrator up` runs its worker on that same app; the
+worker-only commands and `celery -A worker.app worker` use `celery` below, made from the
+environment on first use. Step messages go to the `orchestrator.steps` queue; cancels and
+the sweeper to `orchestrator.control`, so a backlog of steps never delays a cancel.
 """
 
 from __future__ import annotations
 
 import gc
 
-from celery import Celery
+from celery import Celery, current_app
 from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
 
 from orchestrator import db, logs, masking, render_process, tallies
@@ -68,7 +70,7 @@ def _fresh_connections(**_kwargs) -> None:
     # full passes (long pauses in the middle of a step).
     gc.freeze()
     # Its render process, started now so that the first templated step does not wait.
-    render_process.pool_for(celery.conf.orchestrator_settings).warm()
+    render_process.pool_for(current_app.conf.orchestrator_settings).warm()
 
 
 @setup_logging.connect
@@ -92,4 +94,15 @@ def _tally_sweep(task=None, retval=None, **_kwargs) -> None:
         tallies.record_sweep(task.app.conf.orchestrator_settings, retval)
 
 
-celery = make_celery(Settings.from_env())
+_from_env: Celery | None = None
+
+
+def __getattr__(name: str) -> Celery:
+    # `celery` is made when first asked for, not at import: importing this module (as the
+    # API does, for its factory) neither reads the environment nor makes a second app.
+    global _from_env
+    if name != "celery":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _from_env is None:
+        _from_env = make_celery(Settings.from_env())
+    return _from_env

@@ -156,3 +156,58 @@ def test_apply_reports_the_apis_refusal(cli, tmp_path):
     example = str(EXAMPLES / "ci-cd.yaml")
     twice = cli("apply", "-f", example, "-f", example, "--dry-run")
     assert twice.exit_code == 2 and "template 'Run Linter' appears twice" in twice.output
+
+
+def test_a_dry_run_is_checked_by_the_server(api, cli, tmp_path, database_url):
+    from tests.support import state_digest
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("templates:\n- {name: fine, prompt: p, agent: echo}\n"
+                   "- {name: Uses a ghost, prompt: p, agent: no-such-profile}\n")
+    before = state_digest(database_url)
+    result = cli("apply", "-f", str(bad), "--dry-run")
+    assert result.exit_code == 3, result.output
+    assert "  template 'Uses a ghost': agent: unknown agent profile 'no-such-profile'" in (
+        result.output)
+    assert state_digest(database_url) == before
+
+
+def test_export_names_two_templates_of_one_name_apart_and_applies_back(api, cli, tmp_path):
+    first = api.template("echo one", agent="echo", name="Twin")
+    second = api.template("echo two", agent="echo", name="Twin")
+    api.pipeline(first["id"], second["id"], name="Twins")
+    out = tmp_path / "twins.yaml"
+    done = cli("export", "-o", str(out), "--pipeline", "Twins")
+    assert done.exit_code == 0, done.output
+    written = yaml.safe_load(out.read_text())
+    assert written["pipelines"][0]["steps"] == [f"Twin #{first['id']}", f"Twin #{second['id']}"]
+    assert cli("apply", "-f", str(out)).output.strip().endswith("nothing to change")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("templates: [{name: a, prompt: p, id: 0}]", "`id` must be a positive whole number"),
+    ("templates: [{name: a, prompt: p, ref: ''}]", "`ref` must be a non-empty string"),
+    ("templates: [{name: a, prompt: p, ref: r}, {name: b, prompt: q, ref: r}]",
+     "template 'r' appears twice"),
+    ("templates: [{name: a, prompt: p, id: 3, ref: x}, {name: a, prompt: q, id: 3, ref: y}]",
+     "template '#3' appears twice"),
+    ("pipelines: [{name: p, ref: r, steps: [a, a]}]", "unknown field(s) ref"),
+])
+def test_bad_references_are_refused_with_a_reason(text, message):
+    with pytest.raises(pf.FileError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        pf.load(text, "f.yaml")
+
+
+def test_items_say_which_of_two_same_named_templates_they_are():
+    templates = [{"id": 3, "name": "a", "prompt": "one", **pf.TEMPLATE_DEFAULTS},
+                 {"id": 4, "name": "a", "prompt": "two", **pf.TEMPLATE_DEFAULTS}]
+    doc = pf.load("templates: [{name: a, id: 4, ref: a-4, prompt: two!}]\n"
+                  "pipelines: [{name: p, steps: [a-4, a-4]}]")
+    [template, pipeline] = pf.plan(doc, templates, [])
+    assert (template.action, template.id, template.diff) == ("update", 4, {"prompt": ("two", "two!")})
+    assert pipeline.action == "create"
+    ghost = pf.load("templates: [{name: a, id: 9, prompt: p}]\npipelines: [{name: p, steps: [a, a]}]")
+    changes, problems = pf.plan_items(ghost, templates, [])
+    # the pipeline is not blamed for the refused template it names
+    assert [p.error for p in problems] == ["template id 9 not found on the server"]
+    assert [(c.kind, c.action) for c in changes] == [("pipeline", "create")]

@@ -73,6 +73,8 @@ def valid_request(client, path: str, method: str) -> tuple[dict, int]:
         return {"json": {"id": pipeline(client)}}, 200
     if (path, method) == ("/api/pipelines/run", "post"):
         return {"json": {"action": "cancel", "run_id": manual_run(client)}}, 202
+    if (path, method) == ("/api/apply", "post"):
+        return {"json": {"templates": [], "pipelines": []}}, 200
     if (path, method) == ("/api/keys", "post"):
         return {"json": {"name": "k", "role": "viewer"}}, 201
     if (path, method) == ("/api/keys", "delete"):

@@ -87,7 +87,7 @@ def test_a_recovery_step_runs_only_after_a_failure(rt_api):
     ]
 
 
-# The README's table: what the steps after a first step become, for each run_if.
+# The table in docs/runtimes.md: what the steps after a first step become, for each run_if.
 RUN_IF_TABLE = {
     # first step → (statuses of [first, on_success, on_failure, always], run status)
     "completed": (["completed", "completed", "skipped", "completed"], "completed"),
@@ -97,7 +97,7 @@ RUN_IF_TABLE = {
 }
 
 
-def test_run_if_statuses_match_the_readme_table(rt_api):
+def test_run_if_statuses_match_the_documented_table(rt_api):
     ok = rt_api.template("true")["id"]
     bad = rt_api.template("false")["id"]
     echo = rt_api.template("x", agent="echo")["id"]

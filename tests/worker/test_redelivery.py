@@ -19,6 +19,14 @@ def spawn_events(database_url: str, run_id: int) -> list[tuple]:
         ).fetchall()
 
 
+def wait_finished(stack, task_ids: list[str], timeout: float = 30) -> None:
+    """Return once the worker has logged the end of every one of these messages."""
+    deadline = time.monotonic() + timeout
+    while missing := [t for t in task_ids if f"[{t}] succeeded" not in stack.log("worker")]:
+        assert time.monotonic() < deadline, f"the worker never finished {missing}"
+        time.sleep(0.05)
+
+
 def test_same_step_message_twice_spawns_once(stack, api, database_url, tmp_path):
     trail = tmp_path / "spawned"
     step = api.template(f"echo $$ >> {trail}; sleep 1", agent="sh")["id"]
@@ -26,13 +34,13 @@ def test_same_step_message_twice_spawns_once(stack, api, database_url, tmp_path)
     celery = make_celery(Settings(broker_url=stack.env["BROKER_URL"],
                                   broker_prefix=stack.env["BROKER_PREFIX"]))
     # duplicates of step 0's message: while it is pending or running, then after it ended
-    for _ in range(3):
-        celery.send_task("orchestrator.run_step", args=[run["id"], 0, 1])
+    sent = [celery.send_task("orchestrator.run_step", args=[run["id"], 0, 1]).id
+            for _ in range(3)]
     api.wait_step(run["id"], 0, "completed")
-    celery.send_task("orchestrator.run_step", args=[run["id"], 0, 1])
-    celery.send_task("orchestrator.run_step", args=[run["id"], 1, 1])
+    sent += [celery.send_task("orchestrator.run_step", args=[run["id"], 0, 1]).id,
+             celery.send_task("orchestrator.run_step", args=[run["id"], 1, 1]).id]
     done = api.wait(run["id"])
-    time.sleep(0.5)  # let the late duplicates be consumed
+    wait_finished(stack, sent)
     assert done["status"] == "completed"
     assert len(trail.read_text().split()) == 2, "a step's session was spawned twice"
     assert spawn_events(database_url, run["id"]) == [(0, "1"), (1, "1")]

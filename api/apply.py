@@ -1,0 +1,147 @@
+"""POST /api/apply: templates and pipelines as code, all of a document or none of it.
+
+The document names things (steps name their templates); the plan and every item's checks
+come first, and only a document with no refused item is written, in one transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g, jsonify
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from api.audit import audited
+from api.auth import require
+from api.errors import ApiError, describe_validation
+from api.schemas import (
+    PipelineUpdate,
+    TemplateCreate,
+    TemplateUpdate,
+    json_body,
+    pipeline_json,
+    template_json,
+)
+from api.workflows import check_template
+from orchestrator import catalog, db
+from orchestrator import pipelines_file as pf
+
+bp = Blueprint("apply", __name__, url_prefix="/api")
+
+# When items are refused for different reasons, the answer's status: a forbidden item
+# first (as authorisation comes before validation), then an invalid one, then a flagged one.
+STATUS_ORDER = (403, 400, 422)
+# Any constant: applies take this transaction-scoped lock on PostgreSQL, so that two of
+# them never plan against the same state and both create the same template.
+APPLY_LOCK = 0x6F726368
+
+
+class Refused(ApiError):
+    def __init__(self, items: list[dict[str, Any]]):
+        self.items = [{k: v for k, v in item.items() if k != "status"} for item in items]
+        status = min((item["status"] for item in items),
+                     key=lambda st: STATUS_ORDER.index(st) if st in STATUS_ORDER else 0)
+        first = items[0]
+        super().__init__(status, f"{len(items)} item(s) cannot be applied, nothing was: "
+                                 f"{first['kind']} {first['name']!r}: {first['error']}")
+
+
+@bp.errorhandler(Refused)
+def _refused(exc: Refused):
+    resp = jsonify(error=exc.message, items=exc.items)
+    resp.status_code = exc.status
+    return resp
+
+
+@bp.post("/apply")
+@require("operator")
+@audited("applied", "pipeline")
+def apply_document():
+    data = json_body()
+    dry_run = data.pop("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ApiError(400, "dry_run: must be true or false")
+    schedules = data.pop("schedules", None)
+    if schedules not in (None, []):
+        raise ApiError(400, "schedules: not supported yet (there is no schedule resource); "
+                            "send none, or an empty list")
+    doc, problems = pf.parse_items(data, "body")
+    items = [_item(p, 400) for p in problems]
+    with db.session() as s:
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPLY_LOCK})
+        templates = [template_json(t) for t in catalog.list_templates(s)]
+        pipelines = [pipeline_json(p, steps) for p, steps in catalog.list_pipelines(s)]
+        changes, problems = pf.plan_items(doc, templates, pipelines)
+        items += [_item(p, 400) for p in problems]
+        writes = [(c, *_checked(s, c)) for c in changes if c.action != "unchanged"]
+        items += [item for _, _, item in writes if item is not None]
+        if items:
+            raise Refused(items)  # rolls the transaction back: it has written nothing
+        if not dry_run:
+            ids = {t["name"]: t["id"] for t in templates}  # names steps may use unreferenced
+            ids.update({c.ref: c.id for c in changes if c.kind == "template" and c.id})
+            _write(s, writes, ids)
+    return {"dry_run": dry_run, "changes": [_change_json(c) for c in changes]}
+
+
+def _item(problem: pf.Problem, status: int) -> dict[str, Any]:
+    return {"kind": problem.kind, "name": problem.name, "error": problem.error,
+            "status": status}
+
+
+def _checked(s: Session, c: pf.Change) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The fields to write for `c`, and its refusal (None if it passes every rule a write
+    through /api/workflows or /api/pipelines would)."""
+    try:
+        if c.kind == "template" and c.action == "create":
+            body = TemplateCreate.model_validate(c.body)
+            fields = {k: v for k, v in body.model_dump(exclude={"task_prompt"}).items()
+                      if v is not None or k == "description"}
+            check_template(fields)
+        elif c.kind == "template":
+            fields = TemplateUpdate.model_validate({"id": c.id, **c.body}).fields(set(c.body))
+            check_template(fields, catalog.get_template(s, c.id))
+        else:
+            # the steps' templates may not exist yet: any id stands in, to check the rest
+            PipelineUpdate.model_validate({"id": 1, **pf.pipeline_body(c.body, _AnyId())})
+            fields = c.body
+    except ValidationError as exc:
+        return {}, _item(pf.Problem(c.kind, c.name, describe_validation(exc)), 400)
+    except ApiError as exc:
+        return {}, _item(pf.Problem(c.kind, c.name, exc.message), exc.status)
+    return fields, None
+
+
+class _AnyId(dict):
+    def __missing__(self, _key: str) -> int:
+        return 1
+
+
+def _write(s: Session, writes: list[tuple[pf.Change, dict[str, Any], None]],
+           template_ids: dict[str, int]) -> None:
+    """Templates first, so that pipelines can name the ones this document creates."""
+    for c, fields, _ in writes:
+        if c.kind != "template":
+            continue
+        if c.action == "create":
+            c.id = catalog.create_template(s, fields, g.identity.name).id
+        else:
+            catalog.update_template(s, c.id, fields)
+        template_ids[c.ref] = c.id
+    for c, fields, _ in writes:
+        if c.kind != "pipeline":
+            continue
+        body = pf.pipeline_body(fields, template_ids)
+        if c.action == "create":
+            c.id = catalog.create_pipeline(s, body, g.identity.name).id
+        else:
+            catalog.update_pipeline(s, c.id, body)
+
+
+def _change_json(c: pf.Change) -> dict[str, Any]:
+    return {"kind": c.kind, "action": c.action, "name": c.name, "id": c.id,
+            "fields": sorted(c.diff),
+            "diff": {k: {"from": old, "to": new} for k, (old, new) in c.diff.items()}}
