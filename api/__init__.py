@@ -32,12 +32,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init(settings)
     init_celery(app, settings)
 
-    from api import admin, audit, health, openapi, pipelines, ratelimit, runs, workflows
+    from api import (
+        admin,
+        audit,
+        headers,
+        health,
+        openapi,
+        pipelines,
+        ratelimit,
+        runs,
+        workflows,
+    )
     from api.errors import register_error_handlers
 
     for module in (health, workflows, pipelines, runs, admin, openapi):
         app.register_blueprint(module.bp)
     audit.init_app(app)
+    headers.init_app(app)
     ratelimit.init_app(app)
     for optional in ("api.ui", "api.events"):
         if importlib.util.find_spec(optional) is not None:
