@@ -41,11 +41,17 @@ export function renderDetail(root, id) {
     missing = e.message;
     changed();
   });
+  let reloading = false;
   const update = () => {
     const run = state.runs.get(id);
     if (!run) {
       body.replaceChildren(missing ? h("p.inline-error", { role: "alert" }, missing) : h("p.muted", "Loading run…"));
       return;
+    }
+    if (run.output_omitted && !reloading) {
+      // A run list replaced the whole run with its short form (no outputs): read it again.
+      reloading = true;
+      loadRun(id).catch(() => {}).finally(() => { reloading = false; });
     }
     patch(body, [header(run), stepsTable(run)]);
   };
