@@ -90,6 +90,12 @@ class Settings:
     log_format: str = ""
     # Who may read /metrics: `viewer` (any API key) or `none` (open, for a private network).
     metrics_auth: str = "viewer"
+    # Open /api/events streams: per API key (all hosts), per API host, and per API process.
+    # Each stream holds a server thread for now, so a process keeps some threads for the
+    # rest of the API: `orchestrator api` runs 16 threads and refuses a cap of 16 or more.
+    events_max_streams_per_key: int = 8
+    events_max_streams: int = 2000
+    events_max_streams_per_process: int = 12
 
     @property
     def embedded_broker(self) -> bool:
@@ -120,6 +126,9 @@ class Settings:
             db_retry_seconds=_float(env, "DB_RETRY_SECONDS", 120.0, zero_ok=True),
             log_format=(env.get("LOG_FORMAT") or "").lower(),
             metrics_auth=(env.get("METRICS_AUTH") or "viewer").lower(),
+            events_max_streams_per_key=_int(env, "EVENTS_MAX_STREAMS_PER_KEY", 8),
+            events_max_streams=_int(env, "EVENTS_MAX_STREAMS", 2000),
+            events_max_streams_per_process=_int(env, "EVENTS_MAX_STREAMS_PER_PROCESS", 12),
         )
         # A worker renews its lease every third of it, between two polls of its session.
         if settings.poll_seconds >= settings.lease_seconds / 3:

@@ -42,6 +42,10 @@ def client(settings):
         "database_url": settings.database_url,
         "api_key": ADMIN_KEY,
         "agents_file": settings.agents_file,
+        # The test client closes a response (freeing its stream slot) only when told to;
+        # these tests are not about the caps (tests/api/test_stream_caps.py is).
+        "events_max_streams_per_key": 1000,
+        "events_max_streams_per_process": 1000,
     })
     return app.test_client()
 
