@@ -99,9 +99,12 @@ class FileLeases:
     def __init__(self, path: Path, per_host: int, per_key: int):
         self.path = path
         self.per_host, self.per_key = per_host, per_key
-        with self._connect() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS leases "
-                         "(slot TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)")
+        try:
+            with self._connect() as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS leases "
+                             "(slot TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)")
+        except sqlite3.Error as exc:  # an unwritable temporary folder: only per-process caps
+            log.warning("stream caps file %s unavailable: %s", path, exc)
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=5, isolation_level=None)
