@@ -28,9 +28,17 @@ def make_app(settings, **overrides):
     return app
 
 
+STARTED: list[int] = []
+
+
 @pytest.fixture(scope="module")
 def client(settings):
-    return make_app(settings).test_client()
+    """The runs these tests start wait for no worker: cancelled at the end, so that a live
+    stack's sweeper sharing the database does not pick them up for other tests."""
+    client = make_app(settings).test_client()
+    yield client
+    for run_id in STARTED:
+        client.post("/api/pipelines/run", headers=ADMIN, json={"action": "cancel", "run_id": run_id})
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +47,17 @@ def viewer(settings) -> str:
         return create_key(s, "fair-use-viewer", "viewer")[1]
 
 
+def unique() -> str:
+    # Names of their own: other tests apply files that refer to templates by name.
+    return f"fair-{uuid.uuid4().hex[:8]}"
+
+
 def from_address(addr: str) -> dict:
     return {"environ_base": {"REMOTE_ADDR": addr}}
 
 
 def template(client, **fields) -> dict:
-    body = {"name": "fair", "prompt": "p", "agent": "manual", **fields}
+    body = {"name": unique(), "prompt": "p", "agent": "manual", **fields}
     resp = client.post("/api/workflows", json=body, headers=ADMIN)
     assert resp.status_code == 201, resp.get_json()
     return resp.get_json()["template"]
@@ -52,15 +65,18 @@ def template(client, **fields) -> dict:
 
 def pipeline(client) -> dict:
     tid = template(client)["id"]
-    resp = client.post("/api/pipelines", json={"name": "fair", "steps": [
+    resp = client.post("/api/pipelines", json={"name": unique(), "steps": [
         {"template_id": tid}, {"template_id": tid}]}, headers=ADMIN)
     assert resp.status_code == 201, resp.get_json()
     return resp.get_json()["pipeline"]
 
 
 def start(client, pipeline_id: int, **extra):
-    return client.post("/api/pipelines/run", headers=ADMIN,
+    resp = client.post("/api/pipelines/run", headers=ADMIN,
                        json={"action": "start", "pipeline_id": pipeline_id, **extra})
+    if resp.status_code == 201:
+        STARTED.append(resp.get_json()["run"]["id"])
+    return resp
 
 
 # -- rate limits -------------------------------------------------------------------------
@@ -89,7 +105,7 @@ def test_a_keys_mutations_have_their_own_bucket(settings):
     client = make_app(settings, rate_limit=3).test_client()
     with db.session() as s:
         op = {"x-api-key": create_key(s, "fair-use-op", "operator")[1]}
-    got = [client.post("/api/workflows", json={"name": "n", "prompt": "p"}, headers=op,
+    got = [client.post("/api/workflows", json={"name": unique(), "prompt": "p"}, headers=op,
                        **from_address(f"10.2.0.{i}")).status_code for i in range(5)]
     assert got == [201, 201, 201, 429, 429], got
     assert client.get("/api/workflows", headers=op).status_code == 200  # reads are not
