@@ -40,12 +40,24 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init(settings)
     init_celery(app, settings)
 
-    from api import admin, apply, audit, health, openapi, pipelines, ratelimit, runs, workflows
+    from api import (
+        admin,
+        apply,
+        audit,
+        headers,
+        health,
+        openapi,
+        pipelines,
+        ratelimit,
+        runs,
+        workflows,
+    )
     from api.errors import register_error_handlers
 
     for module in (health, workflows, pipelines, runs, admin, apply, openapi):
         app.register_blueprint(module.bp)
     audit.init_app(app)
+    headers.init_app(app)
     ratelimit.init_app(app)
     for optional in ("api.ui", "api.events"):
         if importlib.util.find_spec(optional) is not None:

@@ -5,6 +5,7 @@ Runs before any validation: an unauthenticated caller learns nothing about the i
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -48,6 +49,22 @@ def authenticate(key: str | None = None) -> Identity:
         _known.clear()
     _known[digest] = (identity, time.monotonic() + KEY_CACHE_SECONDS)
     return identity
+
+
+def key_label(key: str) -> str:
+    """A key's name in counters kept outside the database (Redis), where no key is kept
+    in clear, nor as the hash the database stores."""
+    return hashlib.sha256(b"label:" + key.encode()).hexdigest()[:32]
+
+
+def known_identity(key: str) -> Identity | None:
+    """Who `key` belongs to, or None when it is empty or wrong."""
+    if not key:
+        return None
+    try:
+        return authenticate(key)
+    except ApiError:
+        return None
 
 
 def require(role: str) -> Callable:

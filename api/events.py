@@ -19,7 +19,8 @@ transition holds its run's row lock until it commits.
 Query parameters (all optional): `run_id`, `pipeline_id` (only that run's / pipeline's
 events), `after` (start after this event id instead of now), `max_duration` (seconds,
 default 300, at most 3600), and `key`: EventSource cannot set headers, so this endpoint,
-and only this one, also takes the API key as `?key=`. Any role may read it.
+and only this one, also takes the API key as `?key=`. Any role may read it. Open streams
+are capped per key, per host and per process (api/streams.py): 429 beyond.
 """
 
 from __future__ import annotations
@@ -27,16 +28,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.auth import authenticate, presented_key
+from api.auth import authenticate, key_label, presented_key
 from api.errors import ApiError
 from api.schemas import MAX_ID, epoch, parse_id
+from api.streams import RETRY_AFTER_SECONDS, Full, make_gate
 from orchestrator import db, runs
 from orchestrator.models import PipelineRun, RunEvent
 
@@ -184,13 +186,16 @@ def event_json(ev: RunEvent) -> dict:
     }
 
 
-def stream(position: Position, wanted: Filter, fresh: bool, duration: float) -> Iterator[str]:
+def stream(position: Position, wanted: Filter, fresh: bool, duration: float,
+           keep_slot: Callable[[], None] = lambda: None) -> Iterator[str]:
+    """The frames of one stream; `keep_slot` is called on every poll, to renew its lease."""
     deadline = time.monotonic() + duration
     last_write = time.monotonic()
     yield f"retry: {RECONNECT_MS}\n\n"
     if fresh:
         yield _frame(position, {"cursor": position.cursor}, event="ready")
     while True:
+        keep_slot()
         before = position.token()
         try:
             rows = _read(position)
@@ -222,13 +227,34 @@ def stream(position: Position, wanted: Filter, fresh: bool, duration: float) -> 
             time.sleep(POLL_SECONDS)
 
 
+@bp.record_once
+def _init_gate(state) -> None:
+    state.app.extensions["streams"] = make_gate(state.app.config["SETTINGS"])
+
+
+_FULL = {
+    "key": "this key has EVENTS_MAX_STREAMS_PER_KEY streams open",
+    "host": "this API host has EVENTS_MAX_STREAMS streams open",
+    "process": "this API process has all the streams it serves open",
+}
+
+
 @bp.get("/api/events")
 def events() -> Response:
-    authenticate(presented_key() or request.args.get("key", ""))
+    key = presented_key() or request.args.get("key", "")
+    authenticate(key)
     duration = _duration(request.args.get("max_duration"))
     wanted = _filter()
     position, fresh = _start_position(time.time())
-    resp = Response(stream(position, wanted, fresh, duration), mimetype="text/event-stream")
+    try:
+        lease = current_app.extensions["streams"].open(key_label(key))
+    except Full as exc:
+        raise ApiError(429, f"too many open event streams: {_FULL[exc.what]}; close one, "
+                            f"or retry in {RETRY_AFTER_SECONDS} s",
+                       {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+    frames = stream(position, wanted, fresh, duration, lease.renew)
+    resp = Response(frames, mimetype="text/event-stream")
+    resp.call_on_close(lease.release)  # also when the client goes away mid-stream
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"  # let a proxy in front pass events at once
     return resp

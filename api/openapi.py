@@ -68,7 +68,8 @@ TEMPLATE_FIELDS: dict[str, Any] = {
     "model": string(1, 100, nullable=True),
     "prompt": {**string(1, 10000, nullable=True), "description": PROMPT_DOC},
     "task_prompt": {**string(1, 10000, nullable=True), "description": PROMPT_DOC},
-    "parameters": {"type": ["object", "null"]},
+    "parameters": {"type": ["object", "null"],
+                   "description": "At most 64 KiB as JSON (else 400)"},
     "timeout_seconds": {"type": ["integer", "null"], "minimum": 10, "maximum": 3600},
     "agent": {**string(1, 100, nullable=True), "description": "an agent profile name"},
     "agent_role": string(None, 100, nullable=True),
@@ -199,7 +200,8 @@ SCHEMAS: dict[str, Any] = {
         "completed_at": EPOCH_OR_NULL,
         "error": {"type": ["string", "null"]},
         "attempt": {"type": "integer", "minimum": 1},
-        "output": {"type": ["string", "null"]},
+        "output": {"type": ["string", "null"],
+                   "description": "null in run lists (see the run's output_omitted)"},
         "output_truncated": {"type": "boolean"},
         "usage": {"type": ["object", "null"]},
         "duration_ms": {"type": ["integer", "null"], "minimum": 0,
@@ -233,7 +235,11 @@ SCHEMAS: dict[str, Any] = {
         "status": {"enum": ["pending", "running", "completed", "failed", "cancelled"]},
         "current_step": {"type": "integer", "minimum": 0},
         "steps_snapshot": {"type": "array", "items": ref("RunStep")},
-        "inputs": {"type": "object"},
+        "inputs": {"type": "object", "description": "{} in run lists"},
+        "output_omitted": {
+            "type": "boolean",
+            "description": "true in run lists, which send step outputs as null and inputs "
+                           "as {}; GET ?id= has them whole"},
         "started_at": EPOCH_OR_NULL,
         "completed_at": EPOCH_OR_NULL,
         "triggered_by": {"type": "string"},
@@ -248,7 +254,8 @@ SCHEMAS: dict[str, Any] = {
     "StartRun": obj({
         "action": {"const": "start"},
         "pipeline_id": ref("Id"),
-        "inputs": {"type": ["object", "null"]},
+        "inputs": {"type": ["object", "null"],
+                   "description": "At most 64 KiB as JSON (else 400)"},
     }, ["action", "pipeline_id"]),
     "AdvanceRun": obj({
         "action": {"const": "advance"},
@@ -330,8 +337,8 @@ def operation(summary: str, responses: dict[str, Any], *, role: str | None,
         schema = ref(body) if isinstance(body, str) else body
         op["requestBody"] = {"required": True, "content": json_content(schema)}
         codes += ["413"]
-    if mutating:
-        codes += ["429"]
+    if role is not None or body is not None:
+        codes += ["429"]  # refused requests count by address, mutations by key too
     if params:
         op["parameters"] = params
     if role is not None or body is not None:
@@ -353,6 +360,13 @@ RUN = {"run": ref("Run")}
 EDIT_ROLE = ('A template on an agent profile with edit_role = "admin" (one whose prompt '
              "runs as a program, say) is created or changed only by an admin: 403 otherwise, "
              "after the body is validated.")
+TOTAL = {"type": "integer", "minimum": 0, "description": "How many items the whole list has"}
+PAGE_PARAMS = [
+    query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
+          "Page size (default: every item, up to 10,000)"),
+    query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+          "Items to skip (default 0)"),
+]
 
 # (path, method) → operation; the Flask rule is the path with no braces.
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
@@ -366,9 +380,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "This document", {"200": {"description": "OpenAPI 3.1",
                                   "content": json_content({"type": "object"})}}, role=None),
     ("/api/workflows", "get"): operation(
-        "List workflow templates",
-        ok("200", "Templates", {"templates": {"type": "array", "items": ref("Template")}}),
-        role="viewer"),
+        "List workflow templates in id order",
+        ok("200", "Templates", {"templates": {"type": "array", "items": ref("Template")},
+                                "total": TOTAL}),
+        role="viewer", params=PAGE_PARAMS),
     ("/api/workflows", "post"): {**operation(
         "Create a template", ok("201", "Created", TEMPLATE),
         role="operator", body="TemplateCreate", mutating=True), "description": EDIT_ROLE},
@@ -382,9 +397,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
          **errors("404", "409")},
         role="operator", body="IdBody", mutating=True),
     ("/api/pipelines", "get"): operation(
-        "List pipelines with their run statistics",
-        ok("200", "Pipelines", {"pipelines": {"type": "array", "items": ref("Pipeline")}}),
-        role="viewer"),
+        "List pipelines with their run statistics, in id order",
+        ok("200", "Pipelines", {"pipelines": {"type": "array", "items": ref("Pipeline")},
+                                "total": TOTAL}),
+        role="viewer", params=PAGE_PARAMS),
     ("/api/pipelines", "post"): operation(
         "Create a pipeline (2 to 50 steps)", ok("201", "Created", PIPELINE),
         role="operator", body="PipelineCreate", mutating=True),
@@ -494,7 +510,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                  "content": {"text/plain": {"schema": {"type": "string"}}}}},
         role="viewer"),
     ("/api/events", "get"): operation(
-        "Run events as a server-sent event stream (also takes the key as ?key=)",
+        "Run events as a server-sent event stream (also takes the key as ?key=); "
+        "429 past the open-stream caps",
         {"200": {"description": "text/event-stream",
                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
         role="viewer",

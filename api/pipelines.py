@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 
 from api.audit import audited
 from api.auth import require
 from api.errors import ApiError
-from api.schemas import IdBody, PipelineCreate, PipelineUpdate, json_body, pipeline_json
+from api.schemas import (
+    IdBody,
+    PipelineCreate,
+    PipelineUpdate,
+    json_body,
+    page_args,
+    pipeline_json,
+)
 from orchestrator import catalog, db
+from orchestrator.models import Pipeline
 
 bp = Blueprint("pipelines", __name__, url_prefix="/api/pipelines")
 
@@ -16,8 +24,11 @@ bp = Blueprint("pipelines", __name__, url_prefix="/api/pipelines")
 @bp.get("")
 @require("viewer")
 def list_pipelines():
+    page = page_args(request.args)
     with db.read_session() as s:
-        return {"pipelines": [pipeline_json(p, steps) for p, steps in catalog.list_pipelines(s)]}
+        listed = catalog.list_pipelines(s, page)
+        return {"pipelines": [pipeline_json(p, steps) for p, steps in listed],
+                "total": catalog.count(s, Pipeline)}
 
 
 @bp.post("")

@@ -1,109 +1,116 @@
-"""Request limits: the body size of chunked requests, and rate limits on mutations.
+"""Request limits: the body size of chunked requests, and rate limits (Flask-Limiter).
 
 Flask refuses a body whose Content-Length is over MAX_BODY_BYTES, but a chunked body has
 no length and would be cut short silently; `limit_chunked_body` reads it up to the limit
 first, so it too gets a 413.
 
-Rate limits: N mutating requests per window per API key (or client address).
-
-Counters live in Redis when the broker is Redis, so every API process behind a load
-balancer shares them (a fixed window: one INCR and one EXPIRE per request). With any
-other broker, the embedded in-process one included, each process counts on its own,
-which is what a single `orchestrator up` needs. `RATE_LIMIT=off` turns limiting off.
-If Redis cannot be reached the request is let through: a limiter must not take the API
-down with it.
+Rate limits, RATE_LIMIT requests per RATE_LIMIT_WINDOW_SECONDS in three kinds of bucket:
+- by client address: every request that did not authenticate (no key, a wrong key, a
+  callback with a wrong secret), reads included, so guessing keys is throttled too;
+- by API key: the mutations of a key that authenticated (its reads are not limited);
+- by callback step: callbacks carrying their step's valid secret, so a gateway that
+  reports for many sessions is not one noisy address.
+Counters live in the broker's Redis when the broker is Redis, so every API process shares
+them; otherwise in the process. `RATE_LIMIT=off` turns limiting off. If Redis cannot be
+reached the request is let through: a limiter must not take the API down with it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import logging
 import math
-import threading
 import time
-from typing import Protocol
 
-import redis
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
+from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 
-from api.auth import presented_key
+from api.auth import key_label, known_identity, presented_key
 from api.errors import error_response
 from orchestrator.config import Settings
 
-log = logging.getLogger("orchestrator.api.ratelimit")
-
-MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-class Counter(Protocol):
-    def hit(self, who: str, window: int, seconds: float) -> int:
-        """Count one request of `who` in window number `window`; the count so far."""
-
-
-class MemoryCounter:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, int], int] = {}
-
-    def hit(self, who: str, window: int, seconds: float) -> int:
-        with self._lock:
-            if len(self._counts) > 10_000:  # forget windows that are over
-                self._counts = {k: v for k, v in self._counts.items() if k[1] >= window}
-            count = self._counts.get((who, window), 0) + 1
-            self._counts[(who, window)] = count
-            return count
+MUTATING = ("POST", "PUT", "PATCH", "DELETE")
+# What reads nothing stored and is fetched often from one address (load balancer probes,
+# the UI's files, this API's document) is not counted.
+UNCOUNTED = frozenset({"health.healthz", "health.readyz", "ui.index", "ui.static",
+                       "openapi.openapi_json"})
+CALLBACK = "callbacks.step_callback"
+EVENTS = "events.events"
 
 
-class RedisCounter:
-    def __init__(self, url: str, prefix: str) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        self.prefix = prefix + "ratelimit:"
-
-    def hit(self, who: str, window: int, seconds: float) -> int:
-        key = f"{self.prefix}{who}:{window}"
-        pipe = self.client.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, math.ceil(seconds) + 1)
-        count, _ = pipe.execute()
-        return int(count)
-
-
-def make_counter(settings: Settings) -> Counter:
-    if settings.broker_url.startswith(("redis://", "rediss://")):
-        return RedisCounter(settings.broker_url, settings.broker_prefix)
-    return MemoryCounter()
-
-
-def client_id() -> str:
-    """Whom a request is counted against: its key (hashed: keys are never stored in
-    clear, not even in Redis), or its address when it brings none."""
-    key = presented_key()
-    if key:
-        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+def address() -> str:
     return f"addr:{request.remote_addr or 'unknown'}"
 
 
-def check_rate_limit():
-    if request.method not in MUTATING:
-        return None
-    settings: Settings = current_app.config["SETTINGS"]
-    limit, seconds = settings.rate_limit, settings.rate_limit_window_seconds
-    if limit <= 0 or seconds <= 0:
-        return None
-    now = time.time()
-    window = int(now // seconds)
-    try:
-        count = current_app.extensions["rate_limiter"].hit(client_id(), window, seconds)
-    except redis.RedisError as exc:
-        log.warning("rate limiter unavailable, request let through: %s", exc)
-        return None
-    if count <= limit:
-        return None
-    retry_after = max(1, math.ceil((window + 1) * seconds - now))
+def request_key() -> str:
+    """The key a request brings: event streams may bring it as `?key=` (see api.events)."""
+    key = presented_key()
+    if not key and request.endpoint == EVENTS:
+        key = request.args.get("key", "")
+    return key
+
+
+def key_id() -> str:
+    return "key:" + key_label(request_key())
+
+
+def callback_step() -> str:
+    args = request.view_args or {}
+    return f"callback:{args.get('run_id')}:{args.get('step_index')}"
+
+
+def authenticated() -> bool:
+    """The request's key is valid (cached in api.auth), or its callback secret was."""
+    if "rate_identity" not in g:
+        g.rate_identity = known_identity(request_key())
+    return g.rate_identity is not None
+
+
+def callback_verified() -> bool:
+    return bool(g.get("callback_verified"))
+
+
+def buckets(settings: Settings) -> list[ApplicationLimit]:
+    rate = f"{settings.rate_limit} per {settings.rate_limit_window_seconds:g} seconds"
+    return [
+        ApplicationLimit(
+            rate, key_function=address, scope="address",
+            exempt_when=lambda: request.endpoint in UNCOUNTED or authenticated(),
+            deduct_when=lambda _resp: not callback_verified(),
+        ),
+        ApplicationLimit(
+            rate, key_function=key_id, scope="key", methods=MUTATING,
+            exempt_when=lambda: not request_key(),
+            deduct_when=lambda _resp: authenticated(),
+        ),
+        ApplicationLimit(
+            rate, key_function=callback_step, scope="callback",
+            exempt_when=lambda: request.endpoint != CALLBACK,
+            deduct_when=lambda _resp: callback_verified(),
+        ),
+    ]
+
+
+def make_limiter(settings: Settings) -> Limiter:
+    on_redis = settings.broker_url.startswith(("redis://", "rediss://"))
+    return Limiter(
+        address,
+        application_limits=buckets(settings),
+        storage_uri=settings.broker_url if on_redis else "memory://",
+        storage_options={"socket_timeout": 0.5, "socket_connect_timeout": 0.5} if on_redis else {},
+        key_prefix=settings.broker_prefix + "ratelimit",
+        strategy="fixed-window",
+        swallow_errors=True,
+        headers_enabled=False,
+    )
+
+
+def too_many(exc: RateLimitExceeded):
+    limiter: Limiter = current_app.extensions["rate_limiter"]
+    breached = limiter.current_limit
+    reset_at = breached.reset_at if breached is not None else time.time() + 1
+    retry_after = max(1, math.ceil(reset_at - time.time()))
     return error_response(
-        429,
-        f"rate limit exceeded: {limit} changes per {seconds:g} s; retry in {retry_after} s",
+        429, f"rate limit exceeded: {exc.limit.limit}; retry in {retry_after} s",
         {"Retry-After": str(retry_after)},
     )
 
@@ -124,6 +131,10 @@ def limit_chunked_body():
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["rate_limiter"] = make_counter(app.config["SETTINGS"])
     app.before_request(limit_chunked_body)
-    app.before_request(check_rate_limit)
+    settings: Settings = app.config["SETTINGS"]
+    if settings.rate_limit > 0 and settings.rate_limit_window_seconds > 0:
+        limiter = make_limiter(settings)
+        limiter.init_app(app)
+        app.extensions["rate_limiter"] = limiter
+        app.register_error_handler(RateLimitExceeded, too_many)

@@ -61,7 +61,7 @@ def list_runs():
         listed = runs.recent_runs(s, limit, pipeline_id, status)
         if not listed and pipeline_id is not None and not runs.pipeline_known(s, pipeline_id):
             raise ApiError(404, f"pipeline {pipeline_id} not found")
-    return {"runs": [run_json(run, steps) for run, steps in listed]}
+    return {"runs": [run_json(run, steps, omit_output=True) for run, steps in listed]}
 
 
 @bp.post("")

@@ -7,10 +7,12 @@ integers or numeric strings. `template_name` in pipeline steps is ignored on inp
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from flask import current_app, g, has_app_context, request
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,7 +26,7 @@ from pydantic import (
 
 from api.errors import ApiError
 from orchestrator.attempts import Attempt
-from orchestrator.catalog import StepView
+from orchestrator.catalog import Page, StepView
 from orchestrator.models import Pipeline, WorkflowTemplate
 from orchestrator.runs import RunRecord, StepRecord
 from orchestrator.transitions import MAX_STEPS, MIN_STEPS, ON_FAILURE, RUN_IF
@@ -60,9 +62,38 @@ def int_arg(raw: str | None, name: str, default: int, low: int, high: int) -> in
     """A query argument that is a whole number from `low` to `high` (ASCII digits only)."""
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+    # The length check first: int() refuses (ValueError) digit strings past ~4300 digits.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or not low <= int(raw) <= high:
         raise ApiError(400, f"{name} must be an integer from {low} to {high}")
     return int(raw)
+
+
+# Template and pipeline lists: without `limit` a list is every item (as Mission Control
+# answers it), but never more than UNPAGED_MAX; with it, at most MAX_PAGE.
+MAX_PAGE = 1000
+UNPAGED_MAX = 10_000
+
+
+def page_args(args: Mapping[str, str]) -> Page:
+    """`?limit=` (1–MAX_PAGE, default every item up to UNPAGED_MAX) and `?offset=` (>= 0)."""
+    limit = int_arg(args.get("limit"), "limit", UNPAGED_MAX, 1, MAX_PAGE)
+    return Page(limit, int_arg(args.get("offset"), "offset", 0, 0, MAX_ID))
+
+
+# `parameters` and `inputs` are rendered into prompts and copied into every run; a few
+# of them the size of a whole body would make every listing and render slow.
+MAX_OBJECT_BYTES = 64 * 1024
+
+
+def _small_object(value: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_OBJECT_BYTES:
+        raise ValueError(f"must be at most {MAX_OBJECT_BYTES} bytes (64 KiB) as JSON, "
+                         f"got {size}")
+    return value
+
+
+SmallObject = Annotated[dict[str, Any], AfterValidator(_small_object)]
 
 
 class Strict(BaseModel):
@@ -75,7 +106,7 @@ class TemplateFields(Strict):
     model: Annotated[StrictStr, Field(min_length=1, max_length=100)] | None = None
     prompt: Annotated[StrictStr, Field(min_length=1, max_length=10000)] | None = None
     task_prompt: Annotated[StrictStr, Field(min_length=1, max_length=10000)] | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: SmallObject | None = None
     timeout_seconds: Annotated[StrictInt, Field(ge=10, le=3600)] | None = None
     agent: Annotated[StrictStr, Field(min_length=1, max_length=100)] | None = None
     agent_role: Annotated[StrictStr, Field(max_length=100)] | None = None
@@ -149,7 +180,7 @@ class IdBody(Strict):
 
 class StartRun(Strict):
     pipeline_id: Id
-    inputs: dict[str, Any] | None = None
+    inputs: SmallObject | None = None
 
 
 class RerunRun(Strict):
@@ -305,7 +336,7 @@ def waits_for_person(st: StepRecord) -> bool:
     return profile is not None and profile.runtime == "manual"
 
 
-def step_json(st: StepRecord) -> dict[str, Any]:
+def step_json(st: StepRecord, omit_output: bool = False) -> dict[str, Any]:
     return {
         "step_index": st.step_index,
         "template_id": st.template_id,
@@ -318,7 +349,7 @@ def step_json(st: StepRecord) -> dict[str, Any]:
         "completed_at": epoch(st.completed_at),
         "error": st.error,
         "attempt": st.attempt,
-        "output": st.output,
+        "output": None if omit_output else st.output,
         "output_truncated": st.output_truncated,
         "usage": st.usage,
         "duration_ms": duration_ms(st.started_at, st.completed_at),
@@ -350,15 +381,18 @@ def run_detail_json(
     return out
 
 
-def run_json(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
+def run_json(run: RunRecord, steps: list[StepRecord], omit_output: bool = False) -> dict[str, Any]:
+    """A run as `GET ?id=` shows it; `omit_output` (run lists) keeps every key but sends
+    step outputs as null and the inputs as {}, which are most of a run's size."""
     return {
         "id": run.id,
         "pipeline_id": run.pipeline_id,
         "pipeline_name": run.pipeline_name,
         "status": run.status,
         "current_step": run.current_step,
-        "steps_snapshot": [step_json(st) for st in steps],
-        "inputs": run.inputs,
+        "steps_snapshot": [step_json(st, omit_output) for st in steps],
+        "inputs": {} if omit_output else run.inputs,
+        "output_omitted": omit_output,
         "started_at": epoch(run.started_at),
         "completed_at": epoch(run.completed_at),
         "triggered_by": run.triggered_by,

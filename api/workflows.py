@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, current_app, g, request
 
 from api.audit import audited
 from api.auth import require
 from api.errors import ApiError
-from api.schemas import IdBody, TemplateCreate, TemplateUpdate, json_body, template_json
+from api.schemas import (
+    IdBody,
+    TemplateCreate,
+    TemplateUpdate,
+    json_body,
+    page_args,
+    template_json,
+)
 from orchestrator import catalog, db
 from orchestrator.models import WorkflowTemplate
 from orchestrator.prompts import check_syntax
@@ -63,8 +70,10 @@ def check_prompt(fields: dict) -> None:
 @bp.get("")
 @require("viewer")
 def list_templates():
+    page = page_args(request.args)
     with db.read_session() as s:
-        return {"templates": [template_json(t) for t in catalog.list_templates(s)]}
+        return {"templates": [template_json(t) for t in catalog.list_templates(s, page)],
+                "total": catalog.count(s, WorkflowTemplate)}
 
 
 @bp.post("")

@@ -13,6 +13,7 @@ import urllib.request
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:3000"
+PAGE = 1000  # the largest page the API gives
 
 
 class ApiFailure(Exception):
@@ -74,10 +75,20 @@ class Client:
     # -- the calls the commands make --------------------------------------------------
 
     def templates(self) -> list[dict[str, Any]]:
-        return self.get("/api/workflows")["templates"]
+        return self.every("/api/workflows", "templates")
 
     def pipelines(self) -> list[dict[str, Any]]:
-        return self.get("/api/pipelines")["pipelines"]
+        return self.every("/api/pipelines", "pipelines")
+
+    def every(self, path: str, key: str) -> list[dict[str, Any]]:
+        """Every item of a list, a page at a time (an unpaged list stops at 10,000)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            answer = self.get(path, limit=PAGE, offset=len(items))
+            items += answer[key]
+            # A server from before paging sends no `total`, and everything at once.
+            if "total" not in answer or not answer[key] or len(items) >= answer["total"]:
+                return items
 
     def run(self, run_id: int) -> dict[str, Any]:
         return self.get("/api/pipelines/run", id=run_id)["run"]

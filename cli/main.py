@@ -86,6 +86,7 @@ def up(host: str, port: int | None, concurrency: int) -> None:
     port = port or settings.port
     _check_profiles(settings)
     preflight.check_port(host, port)  # before the database file is made
+    _warn_short_key(settings)
     migrate.upgrade(settings.database_url)
     db.init(settings)
     _bootstrap_key(settings)
@@ -123,6 +124,17 @@ def _check_profiles(settings: Settings) -> None:
         raise click.ClickException("\n".join(problems))
 
 
+# Keys this service makes are 46 characters; a shorter bootstrap key is easier to guess
+# (Mission Control's own test key has 22, so it is warned about, not refused).
+MIN_KEY_LENGTH = 32
+
+
+def _warn_short_key(settings: Settings) -> None:
+    if settings.api_key and len(settings.api_key) < MIN_KEY_LENGTH:
+        click.echo(f"warning: API_KEY has {len(settings.api_key)} characters; use at least "
+                   f"{MIN_KEY_LENGTH} (e.g. from `orchestrator keys create`)", err=True)
+
+
 def _bootstrap_key(settings: Settings) -> None:
     if settings.api_key:
         return
@@ -143,6 +155,11 @@ def _sweep_forever(executor, settings: Settings) -> None:
             log.exception("sweep failed")
 
 
+# Threads per gunicorn worker; open event streams may take all but a few of them
+# (EVENTS_MAX_STREAMS_PER_PROCESS), so that the rest of the API keeps answering.
+API_THREADS = 16
+
+
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", type=int, help="Default: PORT, else 3000.")
@@ -152,14 +169,19 @@ def api(host: str, port: int | None, workers: int) -> None:
     settings = Settings.from_env()
     port = port or settings.port
     _check_profiles(settings)
+    if settings.events_max_streams_per_process >= API_THREADS:
+        raise click.ClickException(
+            f"EVENTS_MAX_STREAMS_PER_PROCESS must be less than {API_THREADS}, the threads of "
+            f"each API process, or open event streams can leave none for other requests")
     preflight.check_schema(settings.database_url)
     preflight.check_port(host, port)
+    _warn_short_key(settings)
     os.execvp(sys.executable, [
         sys.executable, "-m", "gunicorn", "api.wsgi:app",
         "--bind", f"{host}:{port}", "--workers", str(workers),
         "--access-logfile", "-", "--graceful-timeout", "10",
         # threads, so that open event streams do not each hold a whole worker
-        "--worker-class", "gthread", "--threads", "16",
+        "--worker-class", "gthread", "--threads", str(API_THREADS),
         # longer than clients and proxies keep idle connections, so that gunicorn never
         # closes one just as a client reuses it
         "--keep-alive", "75",
@@ -176,6 +198,7 @@ def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
 
     settings = Settings.from_env()
     _check_profiles(settings)
+    _warn_short_key(settings)
     preflight.check_schema(settings.database_url)
     preflight.check_broker(celery)
     argv = ["worker", "-Q", f"{settings.queue},{control_queue(settings)}",
@@ -196,14 +219,44 @@ def beat(celery_args: tuple[str, ...]) -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
-@click.option("--address", default="0.0.0.0", show_default=True)
-@click.option("--port", default=5555, show_default=True, type=int)
+@click.option("--address", default=None,
+              help="Address to bind (default: FLOWER_ADDRESS, else 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default: FLOWER_PORT, else 5555).")
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
-def flower(address: str, port: int, flower_args: tuple[str, ...]) -> None:
-    """Flower, the Celery monitor, on this install's broker (FLOWER_* variables apply)."""
+def flower(address: str | None, port: int | None, flower_args: tuple[str, ...]) -> None:
+    """Flower, the Celery monitor, on this install's broker (FLOWER_* variables apply).
+
+    It shows task arguments and can shut workers down, so it serves any address but
+    loopback only with authentication (FLOWER_BASIC_AUTH, FLOWER_AUTH, or their options).
+    """
     from worker.app import celery
 
-    celery.start(["flower", f"--address={address}", f"--port={port}", *flower_args])
+    address = os.environ.get("FLOWER_ADDRESS", "127.0.0.1") if address is None else address
+    if not _loopback(address) and not _flower_auth(flower_args):
+        raise click.ClickException(
+            f"Flower on {address or 'every address'} needs authentication: set "
+            f"FLOWER_BASIC_AUTH=user:password (or FLOWER_AUTH), or bind 127.0.0.1")
+    # Flower reads FLOWER_PORT itself; an option given here wins over it, as usual.
+    options = [f"--address={address}"] + ([f"--port={port}"] if port is not None else [])
+    celery.start(["flower", *options, *flower_args])
+
+
+def _loopback(address: str) -> bool:
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name, or "" (every address)
+        return False
+
+
+def _flower_auth(flower_args: tuple[str, ...]) -> bool:
+    if os.environ.get("FLOWER_BASIC_AUTH") or os.environ.get("FLOWER_AUTH"):
+        return True
+    return any(arg.startswith(("--basic-auth", "--basic_auth", "--auth"))
+               for arg in flower_args)
 
 
 def _client_commands() -> None:

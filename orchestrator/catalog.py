@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orchestrator.models import Pipeline, PipelineStep, WorkflowTemplate, now
@@ -24,8 +24,21 @@ class UnknownTemplates(ValueError):
     pass
 
 
-def list_templates(s: Session) -> list[WorkflowTemplate]:
-    return list(s.scalars(select(WorkflowTemplate).order_by(WorkflowTemplate.id)))
+@dataclass(frozen=True)
+class Page:
+    """A slice of a listing in id order."""
+
+    limit: int
+    offset: int = 0
+
+
+def count(s: Session, model: type) -> int:
+    return s.scalar(select(func.count()).select_from(model)) or 0
+
+
+def list_templates(s: Session, page: Page) -> list[WorkflowTemplate]:
+    query = select(WorkflowTemplate).order_by(WorkflowTemplate.id)
+    return list(s.scalars(query.limit(page.limit).offset(page.offset)))
 
 
 def get_template(s: Session, template_id: int, lock: bool = False) -> WorkflowTemplate:
@@ -77,18 +90,22 @@ class StepView:
     run_if: str
 
 
-def list_pipelines(s: Session) -> list[tuple[Any, list[StepView]]]:
-    """Every pipeline with its steps, as plain rows: two queries, no ORM objects, since a
-    listing of many pipelines spends most of its time building them otherwise."""
+def list_pipelines(s: Session, page: Page) -> list[tuple[Any, list[StepView]]]:
+    """A page of pipelines with their steps, as plain rows: two queries, no ORM objects,
+    since a listing of many pipelines spends most of its time building them otherwise."""
+    pipelines = list(s.execute(select(Pipeline.__table__).order_by(Pipeline.id)
+                               .limit(page.limit).offset(page.offset)))
+    if not pipelines:
+        return []
     steps: dict[int, list[StepView]] = {}
     for row in s.execute(
         select(PipelineStep.pipeline_id, PipelineStep.template_id, WorkflowTemplate.name,
                PipelineStep.on_failure, PipelineStep.run_if)
         .join(WorkflowTemplate, WorkflowTemplate.id == PipelineStep.template_id)
+        .where(PipelineStep.pipeline_id.between(pipelines[0].id, pipelines[-1].id))
         .order_by(PipelineStep.pipeline_id, PipelineStep.position)
     ):
         steps.setdefault(row[0], []).append(StepView(*row[1:]))
-    pipelines = s.execute(select(Pipeline.__table__).order_by(Pipeline.id))
     return [(p, steps.get(p.id, [])) for p in pipelines]
 
 

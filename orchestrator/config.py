@@ -117,6 +117,12 @@ class Settings:
     port: int = 3000
     # Level of the service's own logs, and of Celery's and gunicorn's.
     log_level: str = "INFO"
+    # Open /api/events streams: per API key (all hosts), per API host, and per API process.
+    # Each stream holds a server thread for now, so a process keeps some threads for the
+    # rest of the API: `orchestrator api` runs 16 threads and refuses a cap of 16 or more.
+    events_max_streams_per_key: int = 8
+    events_max_streams: int = 2000
+    events_max_streams_per_process: int = 12
 
     @property
     def embedded_broker(self) -> bool:
@@ -151,6 +157,9 @@ class Settings:
             render_memory_mb=_int(env, "RENDER_MEMORY_MB", 256),
             port=_port(env.get("PORT")),
             log_level=_log_level(env.get("LOG_LEVEL")),
+            events_max_streams_per_key=_int(env, "EVENTS_MAX_STREAMS_PER_KEY", 8),
+            events_max_streams=_int(env, "EVENTS_MAX_STREAMS", 2000),
+            events_max_streams_per_process=_int(env, "EVENTS_MAX_STREAMS_PER_PROCESS", 12),
         )
         # A worker renews its lease every third of it, between two polls of its session.
         if settings.poll_seconds >= settings.lease_seconds / 3:

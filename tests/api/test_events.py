@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 
 import pytest
 from sqlalchemy import func, select
@@ -42,6 +43,12 @@ def client(settings):
         "database_url": settings.database_url,
         "api_key": ADMIN_KEY,
         "agents_file": settings.agents_file,
+        # The test client closes a response (freeing its stream slot) only when told to;
+        # these tests are not about the caps (tests/api/test_stream_caps.py is), and a
+        # prefix of their own keeps their slots out of other tests' counts.
+        "events_max_streams_per_key": 1000,
+        "events_max_streams_per_process": 1000,
+        "broker_prefix": f"events-{uuid.uuid4().hex[:8]}:",
     })
     return app.test_client()
 

@@ -85,6 +85,8 @@ def valid_request(client, path: str, method: str) -> tuple[dict, int]:
         return {"json": {"success": True}}, 404
     if (path, method) == ("/api/events", "get"):
         return {"query_string": {"max_duration": "1"}}, 200
+    if (path, method) in (("/api/workflows", "get"), ("/api/pipelines", "get")):
+        return {"query_string": {"limit": "2", "offset": "1"}}, 200  # paging, for every role
     return {}, SUCCESS[method]
 
 
