@@ -36,9 +36,13 @@ def count(s: Session, model: type) -> int:
     return s.scalar(select(func.count()).select_from(model)) or 0
 
 
-def list_templates(s: Session, page: Page) -> list[WorkflowTemplate]:
-    query = select(WorkflowTemplate).order_by(WorkflowTemplate.id)
-    return list(s.scalars(query.limit(page.limit).offset(page.offset)))
+def _paged(query: Any, page: Page | None) -> Any:
+    return query if page is None else query.limit(page.limit).offset(page.offset)
+
+
+def list_templates(s: Session, page: Page | None = None) -> list[WorkflowTemplate]:
+    """Templates in id order: a page of them, or (for apply's plan) all of them."""
+    return list(s.scalars(_paged(select(WorkflowTemplate).order_by(WorkflowTemplate.id), page)))
 
 
 def get_template(s: Session, template_id: int, lock: bool = False) -> WorkflowTemplate:
@@ -90,11 +94,11 @@ class StepView:
     run_if: str
 
 
-def list_pipelines(s: Session, page: Page) -> list[tuple[Any, list[StepView]]]:
-    """A page of pipelines with their steps, as plain rows: two queries, no ORM objects,
-    since a listing of many pipelines spends most of its time building them otherwise."""
-    pipelines = list(s.execute(select(Pipeline.__table__).order_by(Pipeline.id)
-                               .limit(page.limit).offset(page.offset)))
+def list_pipelines(s: Session, page: Page | None = None) -> list[tuple[Any, list[StepView]]]:
+    """A page of pipelines (or all of them) with their steps, as plain rows: two queries,
+    no ORM objects, since a listing of many pipelines spends most of its time building
+    them otherwise."""
+    pipelines = list(s.execute(_paged(select(Pipeline.__table__).order_by(Pipeline.id), page)))
     if not pipelines:
         return []
     steps: dict[int, list[StepView]] = {}
