@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator import injection
+
 BUILTIN = {
     "default": {"runtime": "manual"},
     "echo": {"runtime": "echo"},
@@ -26,6 +28,13 @@ class Profile:
     name: str
     runtime: str
     options: dict[str, Any] = field(default_factory=dict)
+
+
+def scan_context(profile: Profile | None) -> str:
+    """The injection guard's context for templates using `profile` (its `injection_scan`
+    option; check_profiles refuses a bad value at start, and anything else scans fully)."""
+    value = profile.options.get("injection_scan") if profile is not None else None
+    return value if value in injection.CONTEXTS else injection.DEFAULT_CONTEXT
 
 
 def load_profiles(path: str | None) -> dict[str, Profile]:
