@@ -25,6 +25,7 @@ ERROR_STATUSES = {
     "404": "Unknown id",
     "409": "State conflict",
     "413": "Body too large",
+    "422": "Refused by the injection guard: the rules the prompt tripped",
     "429": "Rate limited (see Retry-After)",
     "503": "A dependency (database, broker) is down",
 }
@@ -72,6 +73,9 @@ TEMPLATE_FIELDS: dict[str, Any] = {
     "tags": {"type": ["array", "null"], "maxItems": 50, "items": string(1, 100)},
     "retries": {"type": ["integer", "null"], "minimum": 0, "maximum": 10},
     "retry_backoff_seconds": {"type": ["number", "null"], "minimum": 0, "maximum": 3600},
+    "on_injection": {"enum": ["warn", "fail", None],
+                     "description": "what a step does when what flows into its prompt trips "
+                                    "the injection guard (default warn)"},
 }
 STEP_IN = obj({
     "template_id": ref("Id"),
@@ -83,6 +87,18 @@ STEPS_IN = {"type": "array", "minItems": 2, "maxItems": 50, "items": ref("Pipeli
 
 SCHEMAS: dict[str, Any] = {
     "Error": obj({"error": {"type": "string"}}, ["error"]),
+    "InjectionError": obj({
+        "error": {"const": "Task prompt blocked: potentially unsafe content detected"},
+        "injection": {"type": "array", "items": obj(
+            {"rule": {"type": "string"}, "description": {"type": "string"}},
+            ["rule", "description"])},
+    }, ["error", "injection"]),
+    "InjectionMark": obj({
+        "rule": {"type": "string"},
+        "description": {"type": "string"},
+        "severity": {"enum": ["critical", "warning"]},
+        "source": {"type": "string", "description": "inputs.<name> or steps[<i>].output"},
+    }, ["rule", "description", "source"]),
     "Success": obj({"success": {"const": True}}, ["success"]),
     "Id": ID,
     "IdBody": obj({"id": ref("Id")}, ["id"]),
@@ -100,6 +116,7 @@ SCHEMAS: dict[str, Any] = {
         "tags": {"type": "array", "items": {"type": "string"}},
         "retries": {"type": "integer"},
         "retry_backoff_seconds": {"type": "number"},
+        "on_injection": {"enum": ["warn", "fail"]},
         "created_by": {"type": "string"},
         "created_at": EPOCH,
         "updated_at": EPOCH,
@@ -159,6 +176,8 @@ SCHEMAS: dict[str, Any] = {
         "output": {"type": ["string", "null"]},
         "output_truncated": {"type": "boolean"},
         "usage": {"type": ["object", "null"]},
+        "injection": {"type": ["array", "null"], "items": ref("InjectionMark"),
+                      "description": "what flowed into the prompt and tripped the guard"},
     }, ["step_index", "template_id", "template_name", "on_failure", "status", "spawn_id",
         "started_at", "completed_at", "error", "attempt"]),
     "Run": obj({
@@ -286,11 +305,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         ok("200", "Templates", {"templates": {"type": "array", "items": ref("Template")}}),
         role="viewer"),
     ("/api/workflows", "post"): operation(
-        "Create a template", ok("201", "Created", TEMPLATE),
+        "Create a template", {**ok("201", "Created", TEMPLATE), **errors("422")},
         role="operator", body="TemplateCreate", mutating=True),
     ("/api/workflows", "put"): operation(
         "Update a template (only the fields sent)",
-        {**ok("200", "Updated", TEMPLATE), **errors("404")},
+        {**ok("200", "Updated", TEMPLATE), **errors("404", "422")},
         role="operator", body="TemplateUpdate", mutating=True),
     ("/api/workflows", "delete"): operation(
         "Delete a template no pipeline uses (409 otherwise)",
@@ -453,7 +472,8 @@ def build(app: Flask) -> dict[str, Any]:
         "components": {
             "schemas": SCHEMAS,
             "responses": {
-                f"E{code}": {"description": text, "content": json_content(ref("Error"))}
+                f"E{code}": {"description": text, "content": json_content(
+                    ref("InjectionError" if code == "422" else "Error"))}
                 for code, text in ERROR_STATUSES.items()
             },
             "securitySchemes": {

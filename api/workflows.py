@@ -8,8 +8,9 @@ from api.audit import audited
 from api.auth import require
 from api.errors import ApiError
 from api.schemas import IdBody, TemplateCreate, TemplateUpdate, json_body, template_json
-from orchestrator import catalog, db
+from orchestrator import catalog, db, injection
 from orchestrator.models import WorkflowTemplate
+from orchestrator.profiles import scan_context
 
 bp = Blueprint("workflows", __name__, url_prefix="/api/workflows")
 
@@ -29,6 +30,24 @@ def check_template(fields: dict, current: WorkflowTemplate | None = None) -> Non
     request sets; `current` the stored template an update changes (None on create).
     Every path that writes a template (POST, PUT, apply) calls this, and only this."""
     check_agent(fields)
+    check_injection(fields, current)
+
+
+BLOCKED = "Task prompt blocked: potentially unsafe content detected"
+
+
+def check_injection(fields: dict, current: WorkflowTemplate | None) -> None:
+    """422 if the prompt trips a critical rule in its profile's context. An update is
+    scanned when it changes the prompt or the agent (the agent decides the context)."""
+    if current is not None and not fields.keys() & {"prompt", "agent"}:
+        return
+    prompt = fields.get("prompt", current.prompt if current else "")
+    agent = fields.get("agent", current.agent if current else "default")
+    context = scan_context(current_app.config["PROFILES"].get(agent))
+    found = injection.critical(injection.scan(prompt, context))
+    if found:
+        raise ApiError(422, BLOCKED, extra={"injection": [
+            {"rule": f.rule, "description": f.description} for f in found]})
 
 
 @bp.get("")

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from cli.http import Client
+from cli.http import ApiFailure, Client
 from cli.remote import calling_api, client, client_options, emit_json
 from orchestrator import pipelines_file as pf
 
@@ -38,10 +38,13 @@ def carry_out(api: Client, changes: list[pf.Change], templates: list[dict[str, A
     for c in changes:
         if c.kind != "template" or c.action == "unchanged":
             continue
-        if c.action == "create":
-            ids[c.name] = api.post("/api/workflows", c.body)["template"]["id"]
-        else:
-            api.put("/api/workflows", {"id": c.id, **c.body})
+        try:
+            if c.action == "create":
+                ids[c.name] = api.post("/api/workflows", c.body)["template"]["id"]
+            else:
+                api.put("/api/workflows", {"id": c.id, **c.body})
+        except ApiFailure as exc:  # say which template, above the API's own reasons
+            raise ApiFailure(exc.status, f"template {c.name!r}: {exc.message}") from None
         click.echo(f"{'created' if c.action == 'create' else 'updated'} template {c.name!r}",
                    err=True)
     for c in changes:

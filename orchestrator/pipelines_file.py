@@ -26,6 +26,7 @@ TEMPLATE_DEFAULTS: dict[str, Any] = {
     "tags": [],
     "retries": 0,
     "retry_backoff_seconds": 0,
+    "on_injection": "warn",
 }
 TEMPLATE_FIELDS = ("name", "prompt", *TEMPLATE_DEFAULTS)
 STEP_DEFAULTS: dict[str, Any] = {"on_failure": "stop", "run_if": "on_success"}
