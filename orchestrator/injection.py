@@ -158,8 +158,10 @@ COMMAND_RULES = (
           in_shell=False),
     _rule("destructive-command", "shell metacharacters", CRITICAL,
           "Wipes a filesystem, a disk or the machine",
-          r"\brm\s+(?:-[a-z]{1,12}\s+){0,3}-(?=[a-z]{0,11}r)(?=[a-z]{0,11}f)[a-z]{2,12}\s+"
-          r"(?:--no-preserve-root\s+)?(?:/|/\*|~/?|\$home/?|\*)(?=[\s;|&)`'\"]|$)",
+          # rm with flags that include r and f (-rf, -fr, -r -f, -Rvf), then / ~ $HOME or *
+          r"\brm(?=(?:\s+-[a-z]{1,12}){0,3}\s+-[a-z]{0,11}r)(?=(?:\s+-[a-z]{1,12}){0,3}\s+-[a-z]{0,11}f)"
+          r"(?:\s+-[a-z]{1,12}){1,4}\s+(?:--no-preserve-root\s+)?(?:/|/\*|~/?|\$home/?|\*)"
+          r"(?=[\s;|&)`'\"]|$)",
           r"\bmkfs(?:\.[a-z0-9]+)?\s+/dev/",
           near(r"\bdd\s", r"\bof=/dev/(?:sd|nvme|hd|xvd|vd|disk)", 100),
           r":\(\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:"),

@@ -102,6 +102,14 @@ def test_harmless_encoded_text_is_not_flagged():
     assert rules(f"Attachment: {b64}\nsha256: {digest}") == set()
 
 
+@pytest.mark.parametrize("command, wipes", [
+    ("rm -rf /", True), ("rm -fr ~", True), ("rm -r -f /", True), ("rm -Rvf $HOME", True),
+    ("rm -rf /tmp/build", False), ("rm -f /", False), ("rm -r ./out", False),
+])
+def test_wiping_the_filesystem_is_told_from_removing_files(command, wipes):
+    assert ("destructive-command" in rules(command, "shell")) is wipes
+
+
 def test_the_shell_context_accepts_scripts_and_keeps_the_dangerous_rules():
     script = 'for f in *.csv; do wc -l "$f"; done; rm -f out/*.tmp; ls | sort > list.txt'
     assert rules(script, "shell") == set()
@@ -143,7 +151,7 @@ def test_a_megabyte_of_adversarial_input_scans_in_bounded_time(seed):
 
 # One start followed by a long run that a backtracking pattern would rescan.
 LONG_RUNS = [("rm -", "r", " x"), ("x ", "a", "g"), ("\n", " ", "x"), ("ignore", " ", "x"),
-             ("nc", " -", "e"), ("../", "../", "x"), ("<!--", "-", "x"), ("curl ", "x", "")]
+             ("nc", " -", "e"), ("rm", " -r", " /"), ("rm -", "rf", " /"), ("../", "../", "x"), ("<!--", "-", "x"), ("curl ", "x", "")]
 
 
 @pytest.mark.parametrize("start, run, end", LONG_RUNS, ids=repr)
