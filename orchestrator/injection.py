@@ -4,7 +4,8 @@ Text is normalised first (invisible and bidi characters removed, NFKC, look-alik
 folded to Latin), then matched against rule families; base64, hex and ROT13 variants are
 decoded within a length bound and scanned too. Every pattern is linear-time by
 construction: no quantified group holds another quantifier over an overlapping class,
-and free text between two words is a bounded window (`[^\\n]{0,N}`), never `.*`.
+repetitions that could meet a long run are bounded, and "A, then B within N characters"
+is a `Near` (match positions paired), never a regex window rescanned from every A.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import base64
 import binascii
 import bisect
 import codecs
-import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -72,6 +72,9 @@ class Rule:
     severity: str
     description: str
     patterns: tuple[re.Pattern[str] | Near, ...]
+    # Substrings one of which every match contains: a rule none of them is in is skipped,
+    # which `in` decides far faster than a pattern that starts with `\b` and alternatives.
+    needles: tuple[str, ...]
     # False for command rules that ordinary shell scripts trip (pipes, `;`, `$( )`, rm).
     in_shell: bool = True
 
@@ -86,11 +89,11 @@ class Finding:
         return {"rule": self.rule, "description": self.description, "severity": self.severity}
 
 
-def _rule(name: str, family: str, severity: str, description: str, *patterns: str | Near,
-          in_shell: bool = True) -> Rule:
+def _rule(name: str, needles: tuple[str, ...], family: str, severity: str, description: str,
+          *patterns: str | Near, in_shell: bool = True) -> Rule:
     # Patterns are lower case and matched against lower-cased text: IGNORECASE is slower.
     compiled = tuple(p if isinstance(p, Near) else re.compile(p) for p in patterns)
-    return Rule(name, family, severity, description, compiled, in_shell)
+    return Rule(name, family, severity, description, compiled, needles, in_shell)
 
 
 _QUALIFIER = r"(?:previous|prior|earlier|above|preceding|former|original|initial|system)"
@@ -105,14 +108,14 @@ _SECRETS = (r"(?:credentials|secrets?|api[\s_-]?keys?|access[\s_-]?tokens?|token
             r"|private[\s_-]?keys?|environment\s+variables|env\s+vars|system\s+prompt)")
 
 PROMPT_RULES = (
-    _rule("instruction-override", "instruction override", CRITICAL,
+    _rule("instruction-override", ('ignore', 'disregard', 'forget', 'overrid', 'overrul', 'bypass', 'instructions'), "instruction override", CRITICAL,
           "Tells the agent to ignore or replace the instructions it was given",
           rf"\b(?:ignore|disregard|forget|override|overrule|bypass)\s+(?:all\s+|any\s+|the\s+"
           rf"|your\s+|of\s+the\s+|every\s+)?(?:of\s+(?:the|your)\s+)?{_QUALIFIER}\s+{_NOUN}",
           r"\b(?:ignore|disregard|forget)\s+(?:everything|all)\s+(?:above|before|previously"
           r"|you\s+(?:were|have\s+been)\s+told)",
           r"\b(?:new|updated|real|actual)\s+(?:system\s+)?instructions\s*:\s*(?:you|ignore)"),
-    _rule("new-identity", "new identity", CRITICAL,
+    _rule("new-identity", ('you', 'pretend', 'mode'), "new identity", CRITICAL,
           "Tries to give the agent a new identity or persona",
           r"\byou\s+are\s+(?:now|no\s+longer)\s+(?:an?\s+|the\s+|my\s+)?(?:new\s+|different\s+)?"
           r"(?:unrestricted|unfiltered|uncensored|jailbroken|evil|rogue|ai|assistant|model"
@@ -122,7 +125,7 @@ PROMPT_RULES = (
           r"|unfiltered|different|another|evil|ai|assistant|model|dan)\b",
           r"\byour\s+new\s+(?:role|identity|persona|name|instructions)\s+(?:is|are)\b",
           r"\b(?:dan|developer|god|jailbreak)\s+mode\b"),
-    _rule("safety-bypass", "safety bypass", CRITICAL,
+    _rule("safety-bypass", ('safety', 'content', 'ethical', 'moral', 'jailbreak'), "safety bypass", CRITICAL,
           "Asks the agent to switch off its safety rules or filters",
           r"\b(?:bypass|disable|ignore|turn\s+off|remove|circumvent|evade)\s+(?:all\s+|any\s+"
           r"|your\s+|the\s+|its\s+)?(?:safety|content|ethical|moral)\s+(?:filters?|guidelines"
@@ -130,7 +133,7 @@ PROMPT_RULES = (
           r"\bjailbreak(?:ing|ed)?\b",
           r"\b(?:without|no)\s+(?:any\s+)?(?:ethical|moral|safety|content)\s+(?:restrictions"
           r"|limitations|filters|guidelines|constraints)"),
-    _rule("hidden-instructions", "hidden instructions", CRITICAL,
+    _rule("hidden-instructions", ('<!--', '<|', '[inst', '[/inst', '[sys', '[/sys', '<<sys', '<</sys', 'system', 'assistant'), "hidden instructions", CRITICAL,
           "Carries instructions hidden in markup or in a fake chat role",
           near(r"<!--", r"\b(?:ignore|instructions?|system\s+prompt|you\s+must|assistant)\b",
                300, stop=">"),
@@ -138,7 +141,7 @@ PROMPT_RULES = (
           r"\[/?(?:inst|sys)\]|<</?sys>>",
           r"(?:^|\n)[ \t]*(?:\[|<)?(?:system|assistant)(?:\]|>)?[ \t]*:[ \t]*(?:you\s+(?:are|must"
           r"|will)|ignore|from\s+now)"),
-    _rule("data-exfiltration", "data exfiltration", CRITICAL,
+    _rule("data-exfiltration", ('credential', 'secret', 'key', 'token', 'password', 'environment', 'env', 'system', 'prompt', 'instructions', 'message', '|', 'curl', 'wget'), "data exfiltration", CRITICAL,
           "Asks for secrets, credentials or the system prompt to be revealed or sent away",
           rf"\b(?:send|post|upload|email|leak|exfiltrate|forward|transmit)\s+(?:all\s+|any\s+"
           rf"|the\s+|your\s+|my\s+|these\s+)?(?:of\s+(?:the|your)\s+)?{_SECRETS}\s+to\b",
@@ -152,11 +155,11 @@ PROMPT_RULES = (
 )
 
 COMMAND_RULES = (
-    _rule("shell-injection", "shell metacharacters", CRITICAL,
+    _rule("shell-injection", (';', '&', '|', '`', '$('), "shell metacharacters", CRITICAL,
           "Shell metacharacters followed by a dangerous command",
           rf"(?:[;&|`]|\$\()[ \t]*{_DANGEROUS}",
           in_shell=False),
-    _rule("destructive-command", "shell metacharacters", CRITICAL,
+    _rule("destructive-command", ('rm', 'mkfs', 'dd', ':('), "shell metacharacters", CRITICAL,
           "Wipes a filesystem, a disk or the machine",
           # rm with flags that include r and f (-rf, -fr, -r -f, -Rvf), then / ~ $HOME or *
           r"\brm(?=(?:\s+-[a-z]{1,12}){0,3}\s+-[a-z]{0,11}r)(?=(?:\s+-[a-z]{1,12}){0,3}\s+-[a-z]{0,11}f)"
@@ -165,13 +168,13 @@ COMMAND_RULES = (
           r"\bmkfs(?:\.[a-z0-9]+)?\s+/dev/",
           near(r"\bdd\s", r"\bof=/dev/(?:sd|nvme|hd|xvd|vd|disk)", 100),
           r":\(\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:"),
-    _rule("path-traversal", "path traversal", CRITICAL,
+    _rule("path-traversal", ('..', '/etc/', '/proc/self', '/.ssh/'), "path traversal", CRITICAL,
           "Climbs out of the working directory towards system or secret files",
           r"(?:\.\.[/\\]){2,16}(?:etc|root|home|proc|var|usr|windows|boot|\.ssh)\b",
           r"(?:^|[\s'\"=(])(?:/etc/(?:passwd|shadow|sudoers)|/proc/self/environ"
           r"|~/\.ssh/|/root/\.ssh/)",
           in_shell=False),
-    _rule("download-and-run", "download and run", CRITICAL,
+    _rule("download-and-run", ('curl', 'wget', 'fetch', 'iex', 'invoke-expression'), "download and run", CRITICAL,
           "Downloads code and runs it at once",
           near(r"\b(?:curl|wget|fetch)\b", r"\|[ \t]*(?:sudo\s+)?(?:(?:ba|z|k|da)?sh|python[0-9.]*"
                r"|perl|ruby|node)\b", 300, stop="\n;"),
@@ -180,7 +183,7 @@ COMMAND_RULES = (
                r"(?:chmod\s+\+x|\./|(?:ba)?sh\s)", 300),
           near(r"\b(?:iex|invoke-expression)\b", r"(?:downloadstring|invoke-webrequest|\biwr\b)",
                100)),
-    _rule("reverse-shell", "reverse shell", CRITICAL,
+    _rule("reverse-shell", ('/dev/tcp', '/dev/udp', 'nc', 'netcat', 'socat', 'mkfifo', 'socket', 'sh'), "reverse shell", CRITICAL,
           "Opens a shell to a remote machine",
           r"/dev/(?:tcp|udp)/",
           near(r"\bn(?:c|cat|etcat)\b", r"\s-[a-z]{0,8}[ec][ \t]+/bin/(?:ba|z|da)?sh\b", 100),
@@ -188,7 +191,7 @@ COMMAND_RULES = (
           near(r"\bmkfifo\b", r"\bn(?:c|cat|etcat)\b", 200),
           near(r"\bsocket\b", r"\b(?:dup2|pty\.spawn)\b", 300),
           r"\b(?:ba|z)?sh\s+-i\s+(?:>&|&>|<&)"),
-    _rule("ssrf-metadata", "SSRF", CRITICAL,
+    _rule("ssrf-metadata", ('169.254', 'metadata', '100.100.100.200', 'fd00:ec2', '2852039166', '0xa9fea9fe'), "SSRF", CRITICAL,
           "Reaches a cloud metadata service, where instance credentials live",
           _METADATA),
 )
@@ -228,18 +231,9 @@ def normalise(text: str) -> tuple[str, bool]:
 
 
 def _match(text: str, rules: tuple[Rule, ...]) -> list[Rule]:
-    """The rules `text` (lower-cased) trips. One pass of all patterns as one alternation
-    first: most text trips none, and then each pattern need not be run on its own."""
-    if not rules or not _any_pattern(rules).search(text):
-        return []
-    return [r for r in rules if any(p.search(text) for p in r.patterns)]
-
-
-@functools.cache
-def _any_pattern(rules: tuple[Rule, ...]) -> re.Pattern[str]:
-    """Matches wherever one of the rules' patterns (for a Near, its first part) could."""
-    parts = [(p.first if isinstance(p, Near) else p).pattern for r in rules for p in r.patterns]
-    return re.compile("|".join(f"(?:{part})" for part in parts))
+    """The rules `text` (lower-cased) trips."""
+    return [r for r in rules if any(n in text for n in r.needles)
+            and any(p.search(text) for p in r.patterns)]
 
 
 def _decoded_variants(text: str) -> Iterable[tuple[str, str]]:
