@@ -87,9 +87,11 @@ def apply_document():
     return {"dry_run": dry_run, "changes": [_change_json(c) for c in changes]}
 
 
-def _item(problem: pf.Problem, status: int) -> dict[str, Any]:
+def _item(problem: pf.Problem, status: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A refused item; `extra` is what the error carries besides its text (the injection
+    guard's rules), as POST /api/workflows would answer it."""
     return {"kind": problem.kind, "name": problem.name, "error": problem.error,
-            "status": status}
+            **(extra or {}), "status": status}
 
 
 def _checked(s: Session, c: pf.Change) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -111,7 +113,7 @@ def _checked(s: Session, c: pf.Change) -> tuple[dict[str, Any], dict[str, Any] |
     except ValidationError as exc:
         return {}, _item(pf.Problem(c.kind, c.name, describe_validation(exc)), 400)
     except ApiError as exc:
-        return {}, _item(pf.Problem(c.kind, c.name, exc.message), exc.status)
+        return {}, _item(pf.Problem(c.kind, c.name, exc.message), exc.status, exc.extra)
     return fields, None
 
 

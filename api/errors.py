@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, jsonify
 from pydantic import ValidationError
@@ -16,15 +17,18 @@ log = logging.getLogger("orchestrator.api")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.extra = extra or {}  # keys the error body carries beside `error`
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None):
-    resp = jsonify(error=message)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None,
+                   extra: dict[str, Any] | None = None):
+    resp = jsonify(error=message, **(extra or {}))
     resp.status_code = status
     for key, value in (headers or {}).items():
         resp.headers[key] = value
@@ -42,7 +46,7 @@ def describe_validation(exc: ValidationError) -> str:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.message, exc.headers)
+        return error_response(exc.status, exc.message, exc.headers, exc.extra)
 
     @app.errorhandler(ValidationError)
     def _validation(exc: ValidationError):

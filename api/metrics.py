@@ -2,7 +2,7 @@
 
 Nothing is counted in process memory: runs come from the counters kept on the pipelines
 table, step durations from the histogram rows kept in step with transitions
-(`orchestrator.durations`), running steps from `run_steps`, queue depth from the broker,
+(`orchestrator.durations`), running steps and injection marks from `run_steps`, queue depth from the broker,
 sweeper actions from the shared tallies. Every API process therefore answers a scrape
 with the same numbers, however many gunicorn and Celery processes there are.
 """
@@ -10,7 +10,7 @@ with the same numbers, however many gunicorn and Celery processes there are.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from itertools import accumulate
 
@@ -75,9 +75,15 @@ class StateCollector:
                 .group_by(RunStep.agent)
             ).all()
             histogram = s.execute(_duration_query()).all()
+            # Marks are few (a step flagged at render time) and read whole: JSON arrays
+            # are expanded differently by each database, so they are counted here.
+            marks = s.scalars(select(RunStep.injection).where(RunStep.injection.is_not(None)))
+            findings = Counter((f.get("rule", "?"), _source_kind(f.get("source", "")))
+                               for mark in marks for f in mark)
         yield from self._runs(pipelines)
         yield self._running_steps(running)
         yield self._durations(histogram)
+        yield self._injection(findings)
         yield from self._queues()
         yield from self._sweeps()
         yield GaugeMetricFamily(
@@ -136,6 +142,16 @@ class StateCollector:
             hist.add_metric(list(key), buckets, sum_value=seconds[key])
         return hist
 
+    def _injection(self, findings: Counter) -> Metric:
+        counter = CounterMetricFamily(
+            "orchestrator_injection_findings",
+            "Injection-guard findings in what flowed into steps' prompts, by rule and by "
+            "source (inputs, or steps for an earlier step's output).",
+            labels=["rule", "source"])
+        for (rule, source), n in sorted(findings.items()):
+            counter.add_metric([rule, source], n)
+        return counter
+
     def _sweeps(self) -> Iterator[Metric]:
         try:
             counts = tallies.read_sweep(self.settings)
@@ -184,6 +200,10 @@ def _queue_size(conn, queue: str) -> int:
             channel.close()
         except Exception:
             pass
+
+
+def _source_kind(source: str) -> str:
+    return "steps" if source.startswith("steps") else "inputs"
 
 
 def _le(bound: float) -> str:

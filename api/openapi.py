@@ -24,8 +24,8 @@ ERROR_STATUSES = {
     "403": "The key's role is too low",
     "404": "Unknown id",
     "409": "State conflict",
-    "422": "Refused by a content check",
     "413": "Body too large",
+    "422": "Refused by the injection guard: the rules the prompt tripped (per item for /api/apply)",
     "429": "Rate limited (see Retry-After)",
     "503": "A dependency (database, broker) is down",
 }
@@ -76,6 +76,9 @@ TEMPLATE_FIELDS: dict[str, Any] = {
     "tags": {"type": ["array", "null"], "maxItems": 50, "items": string(1, 100)},
     "retries": {"type": ["integer", "null"], "minimum": 0, "maximum": 10},
     "retry_backoff_seconds": {"type": ["number", "null"], "minimum": 0, "maximum": 3600},
+    "on_injection": {"enum": ["warn", "fail", None],
+                     "description": "what a step does when what flows into its prompt trips "
+                                    "the injection guard (default warn)"},
 }
 STEP_IN = obj({
     "template_id": ref("Id"),
@@ -93,6 +96,18 @@ SCHEMAS: dict[str, Any] = {
                                 "name": {"type": "string"}, "error": {"type": "string"}},
                                ["kind", "name", "error"])},
     }, ["error"]),
+    "InjectionError": obj({
+        "error": {"const": "Task prompt blocked: potentially unsafe content detected"},
+        "injection": {"type": "array", "items": obj(
+            {"rule": {"type": "string"}, "description": {"type": "string"}},
+            ["rule", "description"])},
+    }, ["error", "injection"]),
+    "InjectionMark": obj({
+        "rule": {"type": "string"},
+        "description": {"type": "string"},
+        "severity": {"enum": ["critical", "warning"]},
+        "source": {"type": "string", "description": "inputs.<name> or steps[<i>].output"},
+    }, ["rule", "description", "source"]),
     "Success": obj({"success": {"const": True}}, ["success"]),
     "Id": ID,
     "IdBody": obj({"id": ref("Id")}, ["id"]),
@@ -110,6 +125,7 @@ SCHEMAS: dict[str, Any] = {
         "tags": {"type": "array", "items": {"type": "string"}},
         "retries": {"type": "integer"},
         "retry_backoff_seconds": {"type": "number"},
+        "on_injection": {"enum": ["warn", "fail"]},
         "created_by": {"type": "string"},
         "created_at": EPOCH,
         "updated_at": EPOCH,
@@ -216,6 +232,8 @@ SCHEMAS: dict[str, Any] = {
         "attempts": {"type": "array", "items": ref("Attempt"),
                      "description": "GET ?id= only: the step's earlier (failed, retried) "
                                     "attempts, oldest first"},
+        "injection": {"type": ["array", "null"], "items": ref("InjectionMark"),
+                      "description": "what flowed into the prompt and tripped the guard"},
     }, ["step_index", "template_id", "template_name", "on_failure", "status", "spawn_id",
         "started_at", "completed_at", "error", "attempt"]),
     "Attempt": obj({
@@ -385,11 +403,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                 "total": TOTAL}),
         role="viewer", params=PAGE_PARAMS),
     ("/api/workflows", "post"): {**operation(
-        "Create a template", ok("201", "Created", TEMPLATE),
+        "Create a template", {**ok("201", "Created", TEMPLATE), **errors("422")},
         role="operator", body="TemplateCreate", mutating=True), "description": EDIT_ROLE},
     ("/api/workflows", "put"): {**operation(
         "Update a template (only the fields sent)",
-        {**ok("200", "Updated", TEMPLATE), **errors("404")},
+        {**ok("200", "Updated", TEMPLATE), **errors("404", "422")},
         role="operator", body="TemplateUpdate", mutating=True), "description": EDIT_ROLE},
     ("/api/workflows", "delete"): operation(
         "Delete a template no pipeline uses (409 otherwise)",
@@ -563,7 +581,10 @@ def build(app: Flask) -> dict[str, Any]:
         "components": {
             "schemas": SCHEMAS,
             "responses": {
-                f"E{code}": {"description": text, "content": json_content(ref("Error"))}
+                f"E{code}": {"description": text, "content": json_content(
+                    # /api/apply answers a 422 as an Error whose `items` carry the rules
+                    {"anyOf": [ref("InjectionError"), ref("Error")]} if code == "422"
+                    else ref("Error"))}
                 for code, text in ERROR_STATUSES.items()
             },
             "securitySchemes": {

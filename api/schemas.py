@@ -113,6 +113,7 @@ class TemplateFields(Strict):
     tags: Annotated[list[Tag], Field(max_length=50)] | None = None
     retries: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
     retry_backoff_seconds: Annotated[StrictInt | StrictFloat, Field(ge=0, le=3600)] | None = None
+    on_injection: Literal["warn", "fail"] | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> TemplateFields:
@@ -131,7 +132,7 @@ class TemplateFields(Strict):
             if task_prompt is not None or "prompt" not in out:
                 out["prompt"] = task_prompt
         required_not_null = {"name", "model", "prompt", "parameters", "timeout_seconds",
-                             "agent", "tags", "retries", "retry_backoff_seconds"}
+                             "agent", "tags", "retries", "retry_backoff_seconds", "on_injection"}
         for key in required_not_null & out.keys():
             if out[key] is None:
                 raise ApiError(400, f"{key}: may not be null")
@@ -287,6 +288,7 @@ def template_json(tpl: WorkflowTemplate) -> dict[str, Any]:
         "tags": tpl.tags,
         "retries": tpl.retries,
         "retry_backoff_seconds": tpl.retry_backoff_seconds,
+        "on_injection": tpl.on_injection,
         "created_by": tpl.created_by,
         "created_at": epoch(tpl.created_at),
         "updated_at": epoch(tpl.updated_at),
@@ -356,6 +358,7 @@ def step_json(st: StepRecord, omit_output: bool = False) -> dict[str, Any]:
         "reused": st.reused,
         "agent": st.agent,
         "waiting_for_person": waits_for_person(st),
+        "injection": st.injection,
     }
 
 

@@ -15,8 +15,9 @@ from api.schemas import (
     page_args,
     template_json,
 )
-from orchestrator import catalog, db
+from orchestrator import catalog, db, injection
 from orchestrator.models import WorkflowTemplate
+from orchestrator.profiles import scan_context
 from orchestrator.prompts import check_syntax
 
 bp = Blueprint("workflows", __name__, url_prefix="/api/workflows")
@@ -57,6 +58,7 @@ def check_template(fields: dict, current: WorkflowTemplate | None = None) -> Non
     check_agent(fields)
     check_edit_role(fields, current)
     check_prompt(fields)
+    check_injection(fields, current)
 
 
 def check_prompt(fields: dict) -> None:
@@ -65,6 +67,23 @@ def check_prompt(fields: dict) -> None:
     problem = check_syntax(fields["prompt"]) if fields.get("prompt") else None
     if problem:
         raise ApiError(400, f"prompt: {problem}")
+
+
+BLOCKED = "Task prompt blocked: potentially unsafe content detected"
+
+
+def check_injection(fields: dict, current: WorkflowTemplate | None) -> None:
+    """422 if the prompt trips a critical rule in its profile's context. An update is
+    scanned when it changes the prompt or the agent (the agent decides the context)."""
+    if current is not None and not fields.keys() & {"prompt", "agent"}:
+        return
+    prompt = fields.get("prompt", current.prompt if current else "")
+    agent = fields.get("agent", current.agent if current else "default")
+    context = scan_context(current_app.config["PROFILES"].get(agent))
+    found = injection.critical(injection.scan(prompt, context))
+    if found:
+        raise ApiError(422, BLOCKED, extra={"injection": [
+            {"rule": f.rule, "description": f.description} for f in found]})
 
 
 @bp.get("")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from cli.http import ApiFailure, Client
+from cli.http import ApiFailure, Client, finding_lines
 from cli.remote import calling_api, client, client_options, emit_json
 from orchestrator import pipelines_file as pf
 
@@ -41,8 +41,8 @@ def _plan(api: Client, doc: pf.Document, dry_run: bool) -> list[pf.Change]:
         answer = api.post("/api/apply", body)
     except ApiFailure as exc:
         for item in exc.items:
-            click.echo(f"  {item.get('kind')} {item.get('name')!r}: {item.get('error')}",
-                       err=True)
+            click.echo(f"  {item.get('kind')} {item.get('name')!r}: {item.get('error')}"
+                       + "".join(finding_lines(item.get("injection"))), err=True)
         raise
     return [pf.Change(c["kind"], c["action"], c["name"], c["id"],
                       {k: (d["from"], d["to"]) for k, d in c["diff"].items()})

@@ -64,6 +64,7 @@ class Client:
                 answer = json.loads(raw)
                 message = answer.get("error") or raw.decode(errors="replace")
                 items = answer.get("items")
+                message += "".join(finding_lines(answer.get("injection")))
             except (ValueError, AttributeError):
                 message = raw.decode(errors="replace").strip() or exc.reason
             raise ApiFailure(exc.code, f"{message} (HTTP {exc.code})",
@@ -122,6 +123,14 @@ class Client:
 
     def cancel(self, run_id: int) -> dict[str, Any]:
         return self.post("/api/pipelines/run", {"action": "cancel", "run_id": run_id})["run"]
+
+
+def finding_lines(findings: Any) -> list[str]:
+    """The injection guard's rules, one line each, under the error they explain."""
+    if not isinstance(findings, list):
+        return []
+    return [f"\n  - {f.get('rule')}: {f.get('description')}" for f in findings
+            if isinstance(f, dict)]
 
 
 def _decode(raw: bytes, status: int) -> dict[str, Any]:

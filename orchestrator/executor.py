@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from sqlalchemy import and_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from orchestrator import callbacks, db, logs, masking, runs
+from orchestrator import callbacks, db, injection_marks, logs, masking, runs
 from orchestrator import transitions as t
 from orchestrator.config import Settings
 from orchestrator.effects import CancelSession, Dispatcher, RunStepMessage
 from orchestrator.models import PipelineRun, RunStep, now
-from orchestrator.profiles import Profile
+from orchestrator.profiles import Profile, scan_context
 from orchestrator.prompts import PromptError
 from orchestrator.render_process import render_bounded
 from orchestrator.runtimes import (
@@ -127,6 +127,7 @@ class Executor:
         try:
             runtime = self._runtime(step.agent)
             request = self._request(tr.run, step, tr.steps[:step_index])
+            self._check_injection(tr.run, step, tr.steps[:step_index])
             if getattr(runtime, "takes_callback", False):
                 request = self._arm_callback(request)
             session = runtime.spawn(request)
@@ -184,6 +185,23 @@ class Executor:
             parameters=dict(step.parameters or {}),
             timeout_seconds=step.timeout_seconds,
         )
+
+    def _check_injection(
+        self, run: runs.RunRecord, step: runs.StepRecord, earlier: list[runs.StepRecord]
+    ) -> None:
+        """Mark the step with what flowed into its prompt and tripped the guard (found
+        when those values were stored); with `on_injection: fail`, fail it unspawned."""
+        context = scan_context(self.profiles.get(step.agent))
+        mark = injection_marks.collect(step.prompt, run.inputs_injection, earlier, context)
+        if not mark:
+            return
+        blocked = injection_marks.blocking(mark) if step.on_injection == "fail" else []
+        action = "fail" if blocked else "warn"
+        self._retrying("mark a step", lambda s: runs.record_injection(
+            s, run.id, step.step_index, step.attempt, mark, action))
+        log.warning("injection guard: %s", injection_marks.describe(mark))
+        if blocked:
+            raise SpawnError(injection_marks.describe(blocked))
 
     def _arm_callback(self, req: SpawnRequest) -> SpawnRequest:
         """Give the attempt a fresh callback secret, stored hashed before the gateway can

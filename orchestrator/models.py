@@ -27,6 +27,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+# For columns where None means "nothing" and must be SQL NULL (JSON stores a JSON null).
+NullableJSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def now() -> float:
@@ -64,6 +66,8 @@ class WorkflowTemplate(Base):
     tags: Mapped[list[Any]] = mapped_column(default=list)
     retries: Mapped[int] = mapped_column(Integer, default=0)
     retry_backoff_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # What a step does when what flows into its prompt trips the injection guard.
+    on_injection: Mapped[str] = mapped_column(String(8), default="warn", server_default="warn")
     created_by: Mapped[str] = mapped_column(String(200), default="system")
     created_at: Mapped[float] = mapped_column(Float, default=now)
     updated_at: Mapped[float] = mapped_column(Float, default=now)
@@ -128,6 +132,8 @@ class PipelineRun(Base):
     status: Mapped[str] = mapped_column(String(12), default="pending")
     current_step: Mapped[int] = mapped_column(Integer, default=0)
     inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The injection guard's findings per input name, scanned when the run was created.
+    inputs_injection: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)
     triggered_by: Mapped[str] = mapped_column(String(200), default="system")
     started_at: Mapped[float | None] = mapped_column(Float)
     completed_at: Mapped[float | None] = mapped_column(Float)
@@ -165,6 +171,7 @@ class RunStep(Base):
     timeout_seconds: Mapped[int] = mapped_column(Integer)
     max_attempts: Mapped[int] = mapped_column(Integer, default=1)
     retry_backoff_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    on_injection: Mapped[str] = mapped_column(String(8), default="warn", server_default="warn")
     # Execution state
     status: Mapped[str] = mapped_column(String(12), default="pending")
     attempt: Mapped[int] = mapped_column(Integer, default=1)
@@ -175,6 +182,10 @@ class RunStep(Base):
     output: Mapped[str | None] = mapped_column(Text)
     output_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The injection guard's findings in `output`, scanned when it was stored; and the mark:
+    # what flowed into this step's prompt and tripped it (rule, description, source).
+    output_injection: Mapped[list[Any] | None] = mapped_column(NullableJSON)
+    injection: Mapped[list[Any] | None] = mapped_column(NullableJSON)
     # Who holds the running attempt, until when (renewed by heartbeats), and when the
     # step must be over. A step waiting on an external session has no lease.
     worker: Mapped[str | None] = mapped_column(String(200))

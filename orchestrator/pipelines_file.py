@@ -31,6 +31,7 @@ TEMPLATE_DEFAULTS: dict[str, Any] = {
     "tags": [],
     "retries": 0,
     "retry_backoff_seconds": 0,
+    "on_injection": "warn",
 }
 # Which stored object an item is, and how steps refer to it: never sent as fields.
 REFERENCES = ("id", "ref")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator import injection
+
 BUILTIN = {
     "default": {"runtime": "manual"},
     "echo": {"runtime": "echo"},
@@ -51,6 +53,13 @@ class Profile:
             return "the service"
         owner = self.others_key_env.get(name)
         return f"agent profile {owner!r}" if owner else None
+
+
+def scan_context(profile: Profile | None) -> str:
+    """The injection guard's context for templates using `profile` (its `injection_scan`
+    option; check_profiles refuses a bad value at start, and anything else scans fully)."""
+    value = profile.options.get("injection_scan") if profile is not None else None
+    return value if value in injection.CONTEXTS else injection.DEFAULT_CONTEXT
 
 
 def load_profiles(path: str | None) -> dict[str, Profile]:

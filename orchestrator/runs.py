@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from orchestrator import durations, masking
+from orchestrator import durations, injection_marks, masking
 from orchestrator import transitions as t
 from orchestrator.effects import CancelSession, Effect, RunStepMessage
 from orchestrator.models import Pipeline, PipelineRun, PipelineStep, RunEvent, RunStep, now
@@ -54,14 +54,15 @@ PIPELINE_STEPS = PipelineStep.__table__
 _INSERT_RUN = (
     insert(RUNS)
     .from_select(
-        ["pipeline_id", "pipeline_name", "status", "current_step", "inputs", "triggered_by",
-         "created_at", "step_due_at"],
+        ["pipeline_id", "pipeline_name", "status", "current_step", "inputs", "inputs_injection",
+         "triggered_by", "created_at", "step_due_at"],
         select(
             PIPELINES.c.id,
             PIPELINES.c.name,
             literal(t.PENDING),
             literal(0),
             bindparam("inputs", type_=RUNS.c.inputs.type),
+            bindparam("inputs_injection", type_=RUNS.c.inputs_injection.type),
             bindparam("triggered_by", type_=String),
             bindparam("ts", type_=Float),
             bindparam("ts", type_=Float),  # the first step's message goes with the commit
@@ -74,7 +75,7 @@ _SNAPSHOT_STEPS = (
     .from_select(
         ["run_id", "step_index", "template_id", "template_name", "on_failure", "run_if",
          "agent", "model", "prompt", "parameters", "timeout_seconds", "max_attempts",
-         "retry_backoff_seconds", "status", "attempt", "output_truncated"],
+         "retry_backoff_seconds", "on_injection", "status", "attempt", "output_truncated"],
         select(
             bindparam("run_id", type_=Integer),
             PIPELINE_STEPS.c.position,
@@ -89,6 +90,7 @@ _SNAPSHOT_STEPS = (
             TEMPLATES.c.timeout_seconds,
             TEMPLATES.c.retries + 1,
             TEMPLATES.c.retry_backoff_seconds,
+            TEMPLATES.c.on_injection,
             literal(t.PENDING),
             literal(1),
             literal(False),
@@ -120,7 +122,7 @@ _STEPS_UPTO = _STEPS.where(STEPS.c.step_index <= bindparam("upto"))
 _LISTED_STEP_COLUMNS = (
     "run_id", "step_index", "template_id", "template_name", "on_failure", "run_if", "status",
     "attempt", "spawn_id", "started_at", "completed_at", "error", "output", "output_truncated",
-    "usage", "reused", "agent",
+    "usage", "reused", "agent", "injection",
 )
 _STEPS_OF_RUNS = (
     select(*(STEPS.c[name] for name in _LISTED_STEP_COLUMNS))
@@ -168,6 +170,7 @@ class RunRecord(Record):
     status: str
     current_step: int
     inputs: dict[str, Any]
+    inputs_injection: dict[str, Any] | None
     triggered_by: str
     started_at: float | None
     completed_at: float | None
@@ -193,6 +196,7 @@ class StepRecord(Record):
     timeout_seconds: int
     max_attempts: int
     retry_backoff_seconds: float
+    on_injection: str
     status: str
     attempt: int
     spawn_id: str | None
@@ -202,6 +206,8 @@ class StepRecord(Record):
     output: str | None
     output_truncated: bool
     usage: dict[str, Any] | None
+    output_injection: list[Any] | None
+    injection: list[Any] | None
     worker: str | None
     lease_expires_at: float | None
     deadline_at: float | None
@@ -240,6 +246,12 @@ class StepResult:
     spawn_id: str | None = None
     # When the session ended, if the caller saw it end (a worker); else the transition's time.
     ended_at: float | None = None
+    # The injection guard's findings in `output`: scanned here, where the result is made,
+    # so outside the transaction that stores it, and for every path that stores one.
+    output_injection: list[Any] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output_injection", injection_marks.scan_output(self.output))
 
 
 def start_run(
@@ -253,6 +265,7 @@ def start_run(
     ts = now()
     conn = s.connection()
     found = conn.execute(_INSERT_RUN, {"pipeline_id": pipeline_id, "inputs": inputs or {},
+                                       "inputs_injection": injection_marks.scan_inputs(inputs),
                                        "triggered_by": triggered_by, "ts": ts})
     row = found.first()
     if row is None:
@@ -403,11 +416,34 @@ def record_spawn(
     )
     if res.first() is None:
         return False
+    _step_event(s, run_id, step_index, "step.spawned", {"spawn_id": spawn_id, "attempt": attempt})
+    return True
+
+
+def _step_event(s: Session, run_id: int, step_index: int, kind: str, data: dict[str, Any]) -> None:
     pipeline_id = select(RUNS.c.pipeline_id).where(RUNS.c.id == run_id).scalar_subquery()
     s.execute(insert(EVENTS).values(
-        run_id=run_id, pipeline_id=pipeline_id, step_index=step_index, type="step.spawned",
-        data={"spawn_id": spawn_id, "attempt": attempt}, created_at=now(),
+        run_id=run_id, pipeline_id=pipeline_id, step_index=step_index, type=kind, data=data,
+        created_at=now(),
     ))
+
+
+def record_injection(
+    s: Session, run_id: int, step_index: int, attempt: int, mark: list[dict[str, Any]],
+    action: str,
+) -> bool:
+    """Mark the running attempt with what flowed into its prompt and tripped the guard,
+    with a `step.injection` event. False if the attempt is no longer running."""
+    res = s.execute(
+        update(RunStep)
+        .where(running_attempt(run_id, step_index, attempt))
+        .values(injection=mark)
+        .returning(RunStep.id)
+    )
+    if res.first() is None:
+        return False
+    _step_event(s, run_id, step_index, "step.injection",
+                {"attempt": attempt, "action": action, "injection": mark})
     return True
 
 
@@ -661,6 +697,7 @@ def _write_step(
         step.completed_at = None
         step.error = None
         step.spawn_id = None
+        step.injection = None  # the mark is the attempt's: a retry is checked afresh
         step.worker = worker
         step.lease_expires_at = ts + lease_seconds
         step.deadline_at = ts + step.timeout_seconds
@@ -677,6 +714,7 @@ def _write_step(
         if result.output is not None:
             step.output = masking.mask(result.output, cut=result.output_truncated)
             step.output_truncated = result.output_truncated
+            step.output_injection = result.output_injection
         if result.usage is not None:
             step.usage = result.usage
     if status == t.PENDING:  # a retry: the next attempt starts afresh

@@ -20,6 +20,7 @@ TEST_AGENTS = """
 [agents.sh]
 runtime = "command"
 argv = ["bash", "-c", "{prompt}"]
+injection_scan = "shell"
 
 [agents.admin-sh]
 runtime = "command"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from orchestrator import injection
 from orchestrator.profiles import Profile
 
 
@@ -106,6 +107,10 @@ def check_profiles(profiles: dict[str, Profile]) -> list[str]:
             get_runtime(profile)
         except SpawnError as exc:
             problems.append(str(exc))
+        scan = profile.options.get("injection_scan", injection.DEFAULT_CONTEXT)
+        if scan not in injection.CONTEXTS:
+            problems.append(f"agent profile {profile.name!r}: injection_scan must be one of "
+                            f"{', '.join(injection.CONTEXTS)}, got {scan!r}")
     return problems
 
 

@@ -50,6 +50,7 @@ def agents_toml(llm: FakeLLM, gateway: Gateway) -> str:
 [agents.sh]
 runtime = "command"
 argv = ["bash", "-c", "{{prompt}}"]
+injection_scan = "shell"
 
 [agents.echo]
 runtime = "echo"

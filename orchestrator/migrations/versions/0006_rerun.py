@@ -1,14 +1,14 @@
 """reruns: a run's source run (`rerun_of`) and its steps carried over from it (`reused`)
 
-Revision ID: 0005_rerun
-Revises: 0004_step_durations
+Revision ID: 0006_rerun
+Revises: 0005_injection
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_rerun"
-down_revision = "0004_step_durations"
+revision = "0006_rerun"
+down_revision = "0005_injection"
 branch_labels = None
 depends_on = None
 
