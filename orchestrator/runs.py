@@ -299,10 +299,12 @@ def start_run(
 _SNAPSHOT_COLUMNS = (
     "step_index", "template_id", "template_name", "on_failure", "run_if", "agent", "model",
     "prompt", "parameters", "timeout_seconds", "max_attempts", "retry_backoff_seconds",
+    "on_injection",
 )
+# A carried step keeps what the injection guard found in its output, and its own mark.
 _OUTCOME_COLUMNS = (
     "status", "attempt", "spawn_id", "started_at", "completed_at", "error", "output",
-    "output_truncated", "usage",
+    "output_truncated", "usage", "output_injection", "injection",
 )
 _INSERT_RERUN = insert(RUNS).returning(*RUNS.c)
 _INSERT_RERUN_STEPS = insert(STEPS).returning(*STEPS.c, sort_by_parameter_order=True)
@@ -331,6 +333,9 @@ def rerun_run(
         "pipeline_id": source.pipeline_id, "pipeline_name": source.pipeline_name,
         "status": t.PENDING, "current_step": start,
         "inputs": source.inputs if inputs is None else inputs,
+        # Values are scanned once, when written: the source's inputs were at its start.
+        "inputs_injection": (source.inputs_injection if inputs is None
+                             else injection_marks.scan_inputs(inputs)),
         "triggered_by": triggered_by, "created_at": ts,
         "step_due_at": ts if decision.enqueue else None, "rerun_of": source.id,
     })
