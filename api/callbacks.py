@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, request
 from pydantic import StrictBool, StrictStr
 
 from api.errors import ApiError
@@ -45,7 +45,6 @@ def step_callback(run_id: int, step_index: int, attempt: int):
             log.warning("callback refused: unknown secret",
                         extra={"run_id": run_id, "step_index": step_index})
             raise ApiError(404, "unknown callback")
-        g.callback_verified = True  # counted in its step's rate bucket, not its address's
         body = CallbackBody.model_validate(json_body())
         output, truncated = truncate(body.output, settings.output_max_chars)
         report = callbacks.Report(

@@ -23,9 +23,11 @@ import time
 
 from flask import Flask, current_app, g, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.auth import key_label, known_identity, presented_key
 from api.errors import error_response
+from orchestrator import callbacks, db
 from orchestrator.config import Settings
 
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
@@ -59,14 +61,27 @@ def callback_step() -> str:
 
 
 def authenticated() -> bool:
-    """The request's key is valid (cached in api.auth), or its callback secret was."""
+    """The request's key is valid (cached in api.auth)."""
     if "rate_identity" not in g:
         g.rate_identity = known_identity(request_key())
     return g.rate_identity is not None
 
 
 def callback_verified() -> bool:
-    return bool(g.get("callback_verified"))
+    """The request is a callback whose secret is its attempt's. Checked here, before the
+    limits are, because a valid callback is never counted by address: a gateway whose
+    address also sent refused requests must still be able to report its sessions."""
+    if request.endpoint != CALLBACK:
+        return False
+    if "callback_verified" not in g:
+        args, secret = request.view_args or {}, request.args.get("secret", "")
+        try:
+            with db.read_session() as s:
+                g.callback_verified = bool(secret) and callbacks.verify(
+                    s, args["run_id"], args["step_index"], args["attempt"], secret)
+        except SQLAlchemyError:
+            g.callback_verified = False  # the view answers 503; count it by address
+    return g.callback_verified
 
 
 def buckets(settings: Settings) -> list[ApplicationLimit]:
@@ -74,8 +89,8 @@ def buckets(settings: Settings) -> list[ApplicationLimit]:
     return [
         ApplicationLimit(
             rate, key_function=address, scope="address",
-            exempt_when=lambda: request.endpoint in UNCOUNTED or authenticated(),
-            deduct_when=lambda _resp: not callback_verified(),
+            exempt_when=lambda: (request.endpoint in UNCOUNTED or authenticated()
+                                 or callback_verified()),
         ),
         ApplicationLimit(
             rate, key_function=key_id, scope="key", methods=MUTATING,
@@ -84,8 +99,7 @@ def buckets(settings: Settings) -> list[ApplicationLimit]:
         ),
         ApplicationLimit(
             rate, key_function=callback_step, scope="callback",
-            exempt_when=lambda: request.endpoint != CALLBACK,
-            deduct_when=lambda _resp: callback_verified(),
+            exempt_when=lambda: not callback_verified(),
         ),
     ]
 

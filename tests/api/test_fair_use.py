@@ -134,6 +134,8 @@ def test_callbacks_with_a_valid_secret_are_not_counted_by_address(settings, clie
     wrong = [client.post(urls[0].split("?")[0] + "?secret=nope", json={"success": True},
                          **gateway).status_code for _ in range(4)]
     assert wrong == [404, 404, 404, 429], wrong
+    # Its address is now over budget, yet a valid callback from it still gets through.
+    assert client.post(urls[2], json={"success": True}, **gateway).status_code == 409
     # One step's own callbacks have their own bucket, wherever they come from (this
     # step reported once above).
     again = [client.post(urls[1], json={"success": True}, **from_address("10.3.0.2"))
