@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from tests.ui.conftest import shot, sign_in
 from tests.ui.spec_shapes import LISTS, paged_lists
-from tests.ui.test_ui_browser import create_template_in_form, unique
+from tests.ui.test_ui_browser import unique
 
 
 def ids_on(page, selector: str, attr: str) -> list[int]:
@@ -169,18 +169,24 @@ def test_with_many_items_a_new_one_is_on_the_first_page(open_page, keys, api, ma
         form.locator("#pf-add-step").click()
     form.locator("#pf-save").click()
     expect(form).to_have_count(0)
+    made.found("/api/pipelines", "pipelines", name)  # deleted at the end, whatever follows
     expect(page.locator("#pipelines-pager .pager-range")).to_have_text(
         f"1–50 of {total + 1} pipelines")
     expect(cards.first.locator("h3")).to_have_text(name)
-    made.found("/api/pipelines", "pipelines", name)
 
     page.click("[data-nav=templates]")
     page.locator("#templates-pager [data-page=next]").click()
     expect(page.locator("#templates-pager .pager-range")).to_have_text(
         f"51–{min(100, templates)} of {templates} templates")
     tname = unique("Template made in the form")
-    create_template_in_form(page, tname, "echo", "echo hi")
-    made.found("/api/workflows", "templates", tname)
+    page.click("#new-template")
+    tform = page.locator("#template-form")
+    tform.locator("#tf-name").fill(tname)
+    tform.locator("#tf-agent").select_option("echo")
+    tform.locator("#tf-prompt").fill("echo hi")
+    tform.locator("#tf-save").click()
+    expect(tform).to_have_count(0)
+    made.found("/api/workflows", "templates", tname)  # deleted at the end, whatever follows
     expect(page.locator("#templates-pager .pager-range")).to_have_text(
         f"1–50 of {templates + 1} templates")
     expect(page.locator(".template").first.locator("h3")).to_have_text(tname)
