@@ -51,9 +51,17 @@ def test_the_detail_reads_the_run_alone_and_shows_what_the_list_leaves_out(
         re.compile(r"\d\d:\d\d:\d\d"))
     expect(steps.nth(1).locator(".always-mark")).to_have_text("always runs")
     expect(steps.nth(0).locator(".always-mark")).to_have_count(0)
-    # Epoch seconds only: whole seconds, never a made-up "0 ms".
-    for fact in detail.locator(".fact", has_text="Duration").all():
-        assert re.fullmatch(r"< 1 s|\d+ s", fact.locator("dd").inner_text()), fact.inner_text()
+    # The server's duration_ms, to the millisecond: the run's, then each step's.
+    stored = api.run(run["id"])
+    wanted = [stored["duration_ms"], *(st["duration_ms"] for st in stored["steps_snapshot"])]
+    shown = [f.locator("dd").inner_text() for f in detail.locator(".fact", has_text="Duration").all()]
+    assert len(shown) == len(wanted)
+    for text, ms in zip(shown, wanted, strict=True):
+        assert isinstance(ms, int) and ms < 10_000, ms  # echo steps: well under ten seconds
+        if ms < 1000:
+            assert text == f"{ms} ms"
+        else:
+            assert re.fullmatch(r"\d\.\d\d s", text) and abs(float(text[:-2]) - ms / 1000) <= 0.005, text
     expect(steps.nth(0).locator("[data-slot=step-actions]")).to_have_count(1)
     assert page.errors == []
 

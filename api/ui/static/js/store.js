@@ -10,9 +10,9 @@ export const state = {
   me: null,
   templates: [], // the page of templates on show
   pipelines: [], // the page of pipelines on show
-  // Where each list's page starts, and how many items the server has (null: the server
-  // sent no `total`, so the list it sent is the whole list).
-  pages: { templates: { offset: 0, total: null }, pipelines: { offset: 0, total: null } },
+  // Which page of each list is on show (0: the newest items), and how many items the
+  // server has (null: the server sent no `total`, so the list it sent is the whole list).
+  pages: { templates: { page: 0, total: null }, pipelines: { page: 0, total: null } },
   templateIndex: new Map(), // id -> template, every one seen on any page (agent lookups)
   agents: [],
   runs: new Map(), // id -> run, as lists give it (step outputs may be omitted)
@@ -100,28 +100,48 @@ export async function loadAll() {
 }
 
 // --- paged lists ---------------------------------------------------------------------
+// Lists show the newest items first: page 0 holds the newest PAGE_SIZE. The server lists
+// in ascending id order, so page p is the window ending p pages before the end, reversed.
 
-function fetchPage(kind, offset = state.pages[kind].offset) {
-  return api[kind]({ limit: PAGE_SIZE, offset }).then((data) => ({ data, offset }));
+function lastPage(total) {
+  return Math.max(0, Math.ceil(total / PAGE_SIZE) - 1);
 }
 
-function showPage(kind, { data, offset }) {
-  const items = data[kind] || [];
+// The request for `page` of a list of `total` items. A list of one page or less (or one
+// whose size is not known yet) is asked from its start, so the answer gives its `total`.
+function windowOf(page, total) {
+  if (total <= PAGE_SIZE) return { offset: 0, limit: PAGE_SIZE };
+  const end = total - Math.min(page, lastPage(total)) * PAGE_SIZE;
+  const offset = Math.max(0, end - PAGE_SIZE);
+  return { offset, limit: end - offset };
+}
+
+/**
+ * Read `page` of `kind`, newest first, in at most two requests: the first uses the total
+ * last seen; when the answer's total puts the page elsewhere, the second reads it there.
+ */
+async function fetchPage(kind, page = state.pages[kind].page) {
+  const asked = windowOf(page, state.pages[kind].total ?? 0);
+  let data = await api[kind](asked);
+  if (typeof data.total === "number") {
+    const right = windowOf(page, data.total);
+    if (right.offset !== asked.offset || right.limit !== asked.limit) data = await api[kind](right);
+  }
+  return { data, page };
+}
+
+function showPage(kind, { data, page }) {
+  // An answer without `total` is the whole list (an older server): newest first too.
+  const items = [...(data[kind] || [])].sort((a, b) => b.id - a.id);
   const total = typeof data.total === "number" ? data.total : null;
   state[kind] = items;
-  state.pages[kind] = { offset: total === null ? 0 : offset, total };
+  state.pages[kind] = { page: total === null ? 0 : Math.min(page, lastPage(total)), total };
   if (kind === "templates") for (const t of items) state.templateIndex.set(t.id, t);
 }
 
-/** Show the page of `kind` that starts at `offset`; past the end, the last page. */
-export async function goToPage(kind, offset) {
-  let page = await fetchPage(kind, Math.max(0, offset));
-  const total = page.data.total;
-  // Deleting the last item of the last page leaves an empty page: step back.
-  if (typeof total === "number" && total > 0 && page.offset >= total) {
-    page = await fetchPage(kind, Math.floor((total - 1) / PAGE_SIZE) * PAGE_SIZE);
-  }
-  showPage(kind, page);
+/** Show page `page` of `kind` (0: the newest items); past the end, the last page. */
+export async function goToPage(kind, page) {
+  showPage(kind, await fetchPage(kind, Math.max(0, page)));
   changed();
 }
 
@@ -187,11 +207,11 @@ export async function loadAgents() {
 }
 
 export function refreshTemplates() {
-  return goToPage("templates", state.pages.templates.offset);
+  return goToPage("templates", state.pages.templates.page);
 }
 
 export function refreshPipelines() {
-  return goToPage("pipelines", state.pages.pipelines.offset);
+  return goToPage("pipelines", state.pages.pipelines.page);
 }
 
 export async function loadPipelineRuns(pipelineId) {

@@ -18,6 +18,7 @@ import {
   allTemplates,
   canOperate,
   changed,
+  goToPage,
   loadPipelineRuns,
   refreshPipelines,
   runsOf,
@@ -283,9 +284,13 @@ async function openForm(pipeline) {
       steps: steps.map(({ template_id, on_failure, run_if }) => ({ template_id, on_failure, run_if })),
     };
     try {
-      if (pipeline) await api.updatePipeline({ id: pipeline.id, ...body });
-      else await api.createPipeline(body);
-      await refreshPipelines();
+      if (pipeline) {
+        await api.updatePipeline({ id: pipeline.id, ...body });
+        await refreshPipelines();
+      } else {
+        await api.createPipeline(body);
+        await goToPage("pipelines", 0); // the newest first: the new pipeline is on page 1
+      }
       dialog.close();
     } catch (err) {
       error.textContent = err.message;

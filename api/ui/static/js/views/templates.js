@@ -6,7 +6,7 @@ import { emptyState, inlineError } from "../components.js";
 import { confirmAction } from "../confirm.js";
 import { pager } from "../pager.js";
 import {
-  state, canOperate, loadAgents, refreshPipelines, refreshTemplates, setError,
+  state, canOperate, goToPage, loadAgents, refreshPipelines, refreshTemplates, setError,
 } from "../store.js";
 
 export function render(root) {
@@ -203,10 +203,14 @@ async function openForm(t) {
     };
     save.disabled = true;
     try {
-      if (t) await api.updateTemplate({ id: t.id, ...body });
-      else await api.createTemplate(body);
-      // Pipelines show template names, so they change with a rename.
-      await Promise.all([refreshTemplates(), refreshPipelines()]);
+      if (t) {
+        await api.updateTemplate({ id: t.id, ...body });
+        // Pipelines show template names, so they change with a rename.
+        await Promise.all([refreshTemplates(), refreshPipelines()]);
+      } else {
+        await api.createTemplate(body);
+        await goToPage("templates", 0); // the newest first: the new template is on page 1
+      }
       dialog.close();
     } catch (ex) {
       const rules = Array.isArray(ex.body?.injection) ? ex.body.injection : null;
