@@ -134,7 +134,7 @@ def test_a_retry_delayed_past_the_brokers_patience_goes_in_hops(own_db, monkeypa
     assert before + MAX_COUNTDOWN + 2 <= kwargs["due_at"] <= time.time() + MAX_COUNTDOWN + 2
     # The hop arrives MAX_COUNTDOWN later, 2 s early: the worker sends it on, not runs it.
     hops = SendRecorder()
-    monkeypatch.setattr(tasks.celery, "send_task", hops.send_task)
+    monkeypatch.setattr(tasks.run_step.app, "send_task", hops.send_task)
     monkeypatch.setattr(tasks.time, "time", lambda: kwargs["due_at"] - 2)
     assert tasks.run_step.run(rid, 0, 3, due_at=kwargs["due_at"]) == "deferred"
     (name, args, again, countdown), = hops.sent
