@@ -229,3 +229,21 @@ def test_rate_limit_off_by_setting(settings):
     key = {"x-api-key": "po_unknown_" + uuid.uuid4().hex}
     assert {client.post("/api/workflows", json={}, headers=key).status_code
             for _ in range(20)} == {401}
+
+
+@pytest.mark.parametrize("action", ["start", "advance", "cancel", "rerun"])
+def test_every_run_action_needs_the_operator_role(client, role_keys, settings, action):
+    """The matrix above sends the run route one action; each action is checked here."""
+    pid = pipeline(client)
+    rid = admin(client, "post", "/api/pipelines/run",
+                {"action": "start", "pipeline_id": pid}, 201)["run"]["id"]
+    if action == "rerun":
+        admin(client, "post", "/api/pipelines/run", {"action": "cancel", "run_id": rid}, 202)
+    body = {"action": action, "pipeline_id": pid, "run_id": rid, "success": True}
+    before = state_digest(settings.database_url)
+    refused = call(client, "post", "/api/pipelines/run", role_keys["viewer"], json=body)
+    assert refused.status_code == 403 and "operator" in refused.get_json()["error"]
+    assert state_digest(settings.database_url) == before
+    done = call(client, "post", "/api/pipelines/run", role_keys["operator"], json=body)
+    expected = {"start": 201, "advance": 202, "cancel": 202, "rerun": 201}[action]
+    assert done.status_code == expected, done.get_json()
