@@ -264,6 +264,23 @@ def test_resolve_can_claim_the_next_step_in_the_same_transaction(session):
                      "step.running"]
 
 
+def test_a_retry_due_at_once_is_claimed_again_and_stored_as_the_claim_left_it(session):
+    """The resolve (a retry, attempt 2 pending) and the chained claim (attempt 2 running)
+    set the same step row: what is stored is the claim's state over the resolve's."""
+    rid = runs.start_run(session, make_pipeline(
+        session, templates=[make_template(session, retries=1, retry_backoff_seconds=0)]).id,
+        "tests").run.id
+    runs.claim_step(session, rid, 0, 1, "w1", 30)
+    tr = runs.resolve_step(session, rid, t.Resolve(False, 0, 1), runs.StepResult(error="flaky"),
+                           continue_as="w1", lease_seconds=30)
+    assert tr.effects == [] and tr.steps[0].status == "pending"
+    assert tr.claimed_next is not None and tr.claimed_next.decision.subject == 0
+    _, (stored,) = run_queries.load_run(session, rid)
+    assert stored == tr.claimed_next.steps[0]
+    assert (stored.status, stored.attempt, stored.worker, stored.error) == (
+        "running", 2, "w1", None)
+
+
 def test_a_failed_or_last_step_claims_nothing(session):
     tr = make_run(session, n=2)
     rid = tr.run.id
