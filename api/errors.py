@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from orchestrator.catalog import Conflict, UnknownTemplates
-from orchestrator.runs import NotFound
+from orchestrator.records import NotFound
 
 log = logging.getLogger("orchestrator.api")
 

@@ -39,7 +39,7 @@ from api.auth import authenticate, key_label, presented_key
 from api.errors import ApiError
 from api.schemas import MAX_ID, epoch, parse_id
 from api.streams import RETRY_AFTER_SECONDS, Full, make_gate
-from orchestrator import db, runs
+from orchestrator import db, run_queries
 from orchestrator.models import PipelineRun, RunEvent
 
 log = logging.getLogger("orchestrator.api.events")
@@ -133,7 +133,7 @@ def _filter() -> Filter:
     with db.read_session() as s:
         if run_id is not None and s.get(PipelineRun, run_id) is None:
             raise ApiError(404, f"run {run_id} not found")
-        if pipeline_id is not None and not runs.pipeline_known(s, pipeline_id):
+        if pipeline_id is not None and not run_queries.pipeline_known(s, pipeline_id):
             raise ApiError(404, f"pipeline {pipeline_id} not found")
     return Filter(run_id, pipeline_id)
 

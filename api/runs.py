@@ -28,7 +28,7 @@ from api.schemas import (
     run_detail_json,
     run_json,
 )
-from orchestrator import db, idempotency, runs
+from orchestrator import db, idempotency, run_queries, runs
 from orchestrator import transitions as t
 from orchestrator.attempts import earlier_attempts
 from orchestrator.executor import truncate
@@ -49,7 +49,7 @@ def list_runs():
     args = request.args
     if "id" in args:
         with db.read_session() as s:
-            run, steps = runs.load_run(s, parse_id(args["id"], "id"))
+            run, steps = run_queries.load_run(s, parse_id(args["id"], "id"))
             attempts = earlier_attempts(s, run, steps)
         return {"run": run_detail_json(run, steps, attempts)}
     limit = int_arg(args.get("limit"), "limit", 20, 1, 200)
@@ -58,8 +58,8 @@ def list_runs():
     if status is not None and status not in t.RUN_STATUSES:
         raise ApiError(400, f"status must be one of {', '.join(t.RUN_STATUSES)}")
     with db.read_session() as s:
-        listed = runs.recent_runs(s, limit, pipeline_id, status)
-        if not listed and pipeline_id is not None and not runs.pipeline_known(s, pipeline_id):
+        listed = run_queries.recent_runs(s, limit, pipeline_id, status)
+        if not listed and pipeline_id is not None and not run_queries.pipeline_known(s, pipeline_id):
             raise ApiError(404, f"pipeline {pipeline_id} not found")
     return {"runs": [run_json(run, steps, omit_output=True) for run, steps in listed]}
 
@@ -141,7 +141,7 @@ def _create_once(create: Callable[[Session], runs.Transition], key: str, fingerp
         except idempotency.KeyReused as exc:
             raise ApiError(409, str(exc)) from None
         if earlier is not None:
-            run, steps = runs.load_run(s, earlier)
+            run, steps = run_queries.load_run(s, earlier)
             return {"run": run_json(run, steps)}, 201, {"Idempotent-Replayed": "true"}
         tr = create(s)
         note_target(s, tr.run.id)

@@ -28,7 +28,7 @@ from api.errors import ApiError
 from orchestrator.attempts import Attempt
 from orchestrator.catalog import Page, StepView
 from orchestrator.models import Pipeline, WorkflowTemplate
-from orchestrator.runs import RunRecord, StepRecord
+from orchestrator.records import RunRecord, StepRecord
 from orchestrator.transitions import MAX_STEPS, MIN_STEPS, ON_FAILURE, RUN_IF
 
 MAX_ID = 2**31 - 1

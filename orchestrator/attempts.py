@@ -14,7 +14,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from orchestrator.models import PipelineRun, RunEvent, RunStep
-from orchestrator.runs import RunRecord, StepRecord
+from orchestrator.records import RunRecord, StepRecord
 
 _TYPES = ("step.running", "step.spawned", "step.pending")
 

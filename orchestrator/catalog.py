@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orchestrator.models import Pipeline, PipelineStep, WorkflowTemplate, now
-from orchestrator.runs import NotFound
+from orchestrator.records import NotFound
 
 
 class Conflict(Exception):

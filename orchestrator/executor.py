@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from orchestrator import callbacks, db, injection_marks, logs, masking, runs
+from orchestrator import callbacks, db, injection_marks, logs, masking, records, runs
 from orchestrator import transitions as t
 from orchestrator.config import Settings
 from orchestrator.effects import CancelSession, Dispatcher, RunStepMessage
@@ -164,7 +164,7 @@ class Executor:
         return get_runtime(profile)
 
     def _request(
-        self, run: runs.RunRecord, step: runs.StepRecord, earlier: list[runs.StepRecord]
+        self, run: records.RunRecord, step: records.StepRecord, earlier: list[records.StepRecord]
     ) -> SpawnRequest:
         prompt = render_bounded(
             self.settings,
@@ -187,7 +187,7 @@ class Executor:
         )
 
     def _check_injection(
-        self, run: runs.RunRecord, step: runs.StepRecord, earlier: list[runs.StepRecord]
+        self, run: records.RunRecord, step: records.StepRecord, earlier: list[records.StepRecord]
     ) -> None:
         """Mark the step with what flowed into its prompt and tripped the guard (found
         when those values were stored); with `on_injection: fail`, fail it unspawned."""
@@ -221,7 +221,7 @@ class Executor:
         run_id: int,
         step_index: int,
         attempt: int,
-        step: runs.StepRecord,
+        step: records.StepRecord,
     ) -> Outcome | None:
         """Wait for the session; None if the step was resolved or cancelled elsewhere."""
         poll = self.settings.poll_seconds

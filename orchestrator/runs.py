@@ -7,14 +7,18 @@ returns the effects to dispatch after commit.
 Callers own the transaction. A proposal that no longer fits the state is refused and
 changes nothing, which is what makes redelivered messages and double clicks harmless.
 
-Runs and steps are read and written here as `Record`s over SQLAlchemy Core, not as ORM
-objects: every step of every run passes through this module, and the ORM's per-object
-bookkeeping cost more than the database did.
+Write path: `_apply` turns a decision into the changes it makes, per row and by column
+name (`Transition.run_changes`, `.step_changes`), and into the new frozen records
+(`records`); `_write` stores exactly those changes, one UPDATE per row naming its columns.
+A resolve that claims the next step for the same worker returns that claim as
+`Transition.claimed_next`, whose changes are written in the same UPDATEs. SQLAlchemy Core,
+not the ORM: every step of every run passes through here, and the ORM's per-object
+bookkeeping cost more than the database did. Reads of runs live in `run_queries`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -22,8 +26,8 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     Integer,
-    Select,
     String,
+    Table,
     Update,
     and_,
     bindparam,
@@ -32,18 +36,18 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from orchestrator import durations, injection_marks, masking
 from orchestrator import transitions as t
 from orchestrator.effects import CancelSession, Effect, RunStepMessage
-from orchestrator.models import Pipeline, PipelineRun, PipelineStep, RunEvent, RunStep, now
+from orchestrator.models import PipelineRun, PipelineStep, RunEvent, RunStep, now
 from orchestrator.models import WorkflowTemplate as Template
+from orchestrator.records import PIPELINES, RUNS, STEPS, NotFound, RunRecord, StepRecord, records
+from orchestrator.run_queries import load_run
 
-RUNS = PipelineRun.__table__
-STEPS = RunStep.__table__
 EVENTS = RunEvent.__table__
-PIPELINES = Pipeline.__table__
 TEMPLATES = Template.__table__
 PIPELINE_STEPS = PipelineStep.__table__
 
@@ -112,109 +116,6 @@ _COUNT_TEMPLATE_USE = (
     ))
     .values(use_count=TEMPLATES.c.use_count + 1, last_used_at=bindparam("ts"))
 )
-_RUN = select(RUNS).where(RUNS.c.id == bindparam("run_id"))
-_RUN_LOCKED = _RUN.with_for_update()
-_STEPS = select(STEPS).where(STEPS.c.run_id == bindparam("run_id")).order_by(STEPS.c.step_index)
-_STEPS_UPTO = _STEPS.where(STEPS.c.step_index <= bindparam("upto"))
-# A listing shows of each step its place, its outcome and its times; the rest (the
-# prompt, the parameters, the lease) stays in the database rather than be decoded for
-# nothing. Its records have only these columns.
-_LISTED_STEP_COLUMNS = (
-    "run_id", "step_index", "template_id", "template_name", "on_failure", "run_if", "status",
-    "attempt", "spawn_id", "started_at", "completed_at", "error", "output", "output_truncated",
-    "usage", "reused", "agent", "injection",
-)
-_STEPS_OF_RUNS = (
-    select(*(STEPS.c[name] for name in _LISTED_STEP_COLUMNS))
-    .where(STEPS.c.run_id.in_(bindparam("run_ids", expanding=True)))
-    .order_by(STEPS.c.run_id, STEPS.c.step_index)
-)
-# No .values(): the SET clause is the columns named in the parameters, i.e. the changes.
-_UPDATE_RUN = update(RUNS).where(RUNS.c.id == bindparam("run_key"))
-_UPDATE_STEP = update(STEPS).where(STEPS.c.id == bindparam("step_key"))
-
-
-class NotFound(LookupError):
-    pass
-
-
-class Record:
-    """A row of a run or a step: its columns as plain attributes.
-
-    `changes()` is what has been assigned since the row was read or last written, so a
-    transition writes back only the columns it changed."""
-
-    __slots__ = ("__dict__", "_saved")
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__ = values  # the record owns `values` from now on
-        self._saved = values.copy()
-
-    def values(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
-    def changes(self) -> dict[str, Any]:
-        saved = self._saved
-        return {k: v for k, v in self.__dict__.items() if k not in saved or saved[k] != v}
-
-    def mark_saved(self) -> None:
-        self._saved = self.__dict__.copy()
-
-
-class RunRecord(Record):
-    """A `pipeline_runs` row (columns as in `models.PipelineRun`)."""
-
-    id: int
-    pipeline_id: int
-    pipeline_name: str
-    status: str
-    current_step: int
-    inputs: dict[str, Any]
-    inputs_injection: dict[str, Any] | None
-    triggered_by: str
-    started_at: float | None
-    completed_at: float | None
-    created_at: float
-    step_due_at: float | None
-    rerun_of: int | None
-
-
-class StepRecord(Record):
-    """A `run_steps` row (columns as in `models.RunStep`)."""
-
-    id: int
-    run_id: int
-    step_index: int
-    template_id: int
-    template_name: str
-    on_failure: str
-    run_if: str
-    agent: str
-    model: str
-    prompt: str
-    parameters: dict[str, Any]
-    timeout_seconds: int
-    max_attempts: int
-    retry_backoff_seconds: float
-    on_injection: str
-    status: str
-    attempt: int
-    spawn_id: str | None
-    started_at: float | None
-    completed_at: float | None
-    error: str | None
-    output: str | None
-    output_truncated: bool
-    usage: dict[str, Any] | None
-    output_injection: list[Any] | None
-    injection: list[Any] | None
-    worker: str | None
-    lease_expires_at: float | None
-    deadline_at: float | None
-    callback_secret_hash: str | None
-    reused: bool
-
-
 @dataclass
 class Transition:
     decision: t.Decision
@@ -223,10 +124,14 @@ class Transition:
     # whose worker needs, for the prompt) only the steps up to the one it claims.
     steps: list[StepRecord]
     effects: list[Effect] = field(default_factory=list)
-    # The next step, claimed in the same transaction by the worker that resolved this one.
+    # The next step, claimed in the same transaction by the worker that resolved this one;
+    # its `run` and `steps` are the state after both.
     claimed_next: Transition | None = None
-    # What `_write` puts in the database: (step_index, type, data) per event, and
-    # whether the run has just finished (the pipeline's counters then change).
+    # What `_write` puts in the database: the columns set on the run and on each step (by
+    # step_index), (step_index, type, data) per event, and whether the run has just
+    # finished (the pipeline's counters then change).
+    run_changes: dict[str, Any] = field(default_factory=dict)
+    step_changes: dict[int, dict[str, Any]] = field(default_factory=dict)
     events: list[tuple[int | None, str, dict[str, Any]]] = field(default_factory=list)
     finished: bool = False
 
@@ -267,22 +172,20 @@ def start_run(
     found = conn.execute(_INSERT_RUN, {"pipeline_id": pipeline_id, "inputs": inputs or {},
                                        "inputs_injection": injection_marks.scan_inputs(inputs),
                                        "triggered_by": triggered_by, "ts": ts})
-    row = found.first()
-    if row is None:
+    created = records(RunRecord, found)
+    if not created:
         raise NotFound(f"pipeline {pipeline_id} not found")
-    run = RunRecord(dict(zip(found.keys(), row, strict=True)))
+    run = created[0]
     found = conn.execute(_SNAPSHOT_STEPS, {"run_id": run.id, "pipeline_id": pipeline_id})
-    keys = tuple(found.keys())
-    steps = sorted((StepRecord(dict(zip(keys, st, strict=True))) for st in found.all()),
-                   key=lambda st: st.step_index)
+    steps = sorted(records(StepRecord, found), key=lambda st: st.step_index)
     if not steps:  # deleted after the run row was read from it (the rollback undoes it)
         raise NotFound(f"pipeline {pipeline_id} not found")
     if [st.step_index for st in steps] != list(range(len(steps))):
         raise RuntimeError(f"pipeline {pipeline_id} has gaps in its step positions")
     decision = t.plan_start([_step_state(st) for st in steps])
-    if not decision.enqueue:
-        run.step_due_at = None  # no step to run: the run ends at once
-    tr = _apply(run, steps, decision, ts)
+    # No step to run: the run ends at once, and nothing is due.
+    tr = _apply(run, steps, decision, ts,
+                run_changes={} if decision.enqueue else {"step_due_at": None})
     tr.events.insert(0, (None, "run.created", {"status": t.PENDING}))
     _write(s, tr, ts, count_finished=False)  # counted with the start, below
     conn.execute(_COUNT_TEMPLATE_USE, {"template_ids": sorted({st.template_id for st in steps}),
@@ -339,7 +242,7 @@ def rerun_run(
         "triggered_by": triggered_by, "created_at": ts,
         "step_due_at": ts if decision.enqueue else None, "rerun_of": source.id,
     })
-    run = RunRecord(dict(zip(found.keys(), found.one(), strict=True)))
+    run = records(RunRecord, found)[0]
     rows = []
     for st in source_steps:
         carried = st.step_index < start
@@ -348,9 +251,7 @@ def rerun_run(
             row.update(status=t.PENDING, attempt=1, output_truncated=False)
         row.update({name: getattr(st, name) for name in _SNAPSHOT_COLUMNS})
         rows.append({**row, "run_id": run.id, "reused": carried})
-    found = conn.execute(_INSERT_RERUN_STEPS, rows)
-    keys = tuple(found.keys())
-    steps = [StepRecord(dict(zip(keys, st, strict=True))) for st in found.all()]
+    steps = records(StepRecord, conn.execute(_INSERT_RERUN_STEPS, rows))
     tr = _apply(run, steps, decision, ts)
     tr.events.insert(0, (None, "run.created", {"status": t.PENDING, "rerun_of": source.id,
                                                "from_step": start}))
@@ -497,68 +398,6 @@ def _run_state(run: RunRecord, steps: list[StepRecord]) -> t.RunState:
     return t.RunState(run.status, run.current_step, [_step_state(st) for st in steps])
 
 
-def load_run(
-    s: Session, run_id: int, lock: bool = False, steps_upto: int | None = None
-) -> tuple[RunRecord, list[StepRecord]]:
-    """The run and its steps (those up to `steps_upto`, if given); with `lock`, the run
-    row is locked first.
-
-    Two queries on purpose: a join locking only the run would, after waiting for the
-    lock, still return the step rows as they were before the wait (PostgreSQL re-reads
-    only the locked row), and two claims of one step would both see it pending.
-    """
-    conn = s.connection()
-    found = conn.execute(_RUN_LOCKED if lock else _RUN, {"run_id": run_id})
-    row = found.first()
-    if row is None:
-        raise NotFound(f"run {run_id} not found")
-    run = RunRecord(dict(zip(found.keys(), row, strict=True)))
-    if steps_upto is None:
-        found = conn.execute(_STEPS, {"run_id": run_id})
-    else:
-        found = conn.execute(_STEPS_UPTO, {"run_id": run_id, "upto": steps_upto})
-    keys = tuple(found.keys())
-    return run, [StepRecord(dict(zip(keys, st, strict=True))) for st in found.all()]
-
-
-def recent_runs(
-    s: Session, limit: int, pipeline_id: int | None = None, status: str | None = None
-) -> list[tuple[RunRecord, list[StepRecord]]]:
-    """The newest runs, of one pipeline and/or in one status if given, with their steps."""
-    conn = s.connection()
-    found = conn.execute(_recent_runs(pipeline_id is not None, status is not None),
-                         {"limit": limit, "pipeline_id": pipeline_id, "status": status})
-    keys = tuple(found.keys())
-    listed = [RunRecord(dict(zip(keys, row, strict=True))) for row in found.all()]
-    by_run: dict[int, list[StepRecord]] = {run.id: [] for run in listed}
-    if listed:
-        found = conn.execute(_STEPS_OF_RUNS, {"run_ids": list(by_run)})
-        keys = tuple(found.keys())
-        for row in found.all():
-            step = StepRecord(dict(zip(keys, row, strict=True)))
-            by_run[step.run_id].append(step)
-    return [(run, by_run[run.id]) for run in listed]
-
-
-def pipeline_known(s: Session, pipeline_id: int) -> bool:
-    """True if the pipeline exists, or runs of it do (a deleted pipeline's runs are kept,
-    so its id is still a valid filter)."""
-    conn = s.connection()
-    return (conn.execute(select(PIPELINES.c.id).where(PIPELINES.c.id == pipeline_id)).first()
-            or conn.execute(select(RUNS.c.id).where(RUNS.c.pipeline_id == pipeline_id)
-                            .limit(1)).first()) is not None
-
-
-@cache
-def _recent_runs(by_pipeline: bool, by_status: bool) -> Select:
-    query = select(RUNS).order_by(RUNS.c.id.desc()).limit(bindparam("limit"))
-    if by_pipeline:
-        query = query.where(RUNS.c.pipeline_id == bindparam("pipeline_id"))
-    if by_status:
-        query = query.where(RUNS.c.status == bindparam("status"))
-    return query
-
-
 def _transition(
     s: Session,
     run_id: int,
@@ -578,21 +417,22 @@ def _transition(
     tr = _apply(run, steps, decision, ts, result=result, worker=worker,
                 lease_seconds=lease_seconds)
     if continue_as is not None:
-        tr.claimed_next = _claim_due(tr, ts, continue_as, lease_seconds)
+        tr = _chain_claim(tr, ts, continue_as, lease_seconds)
     _write(s, tr, ts)
     return tr
 
 
-def _claim_due(tr: Transition, ts: float, worker: str, lease_seconds: float) -> Transition | None:
-    """Claim for `worker` the one step `tr` made due at once; its message is then not sent."""
+def _chain_claim(tr: Transition, ts: float, worker: str, lease_seconds: float) -> Transition:
+    """`tr` with the one step it made due at once claimed for `worker`, as `claimed_next`;
+    that step's message then leaves `tr.effects`. `tr` itself if there is none to claim."""
     due = [e for e in tr.effects if isinstance(e, RunStepMessage) and not e.delay]
     if len(due) != 1:
-        return None
+        return tr
     decision = t.decide(_run_state(tr.run, tr.steps), t.Claim(due[0].step_index, due[0].attempt))
     if not decision.accepted:
-        return None
-    tr.effects.remove(due[0])
-    return _apply(tr.run, tr.steps, decision, ts, worker=worker, lease_seconds=lease_seconds)
+        return tr
+    claim = _apply(tr.run, tr.steps, decision, ts, worker=worker, lease_seconds=lease_seconds)
+    return replace(tr, effects=[e for e in tr.effects if e is not due[0]], claimed_next=claim)
 
 
 def _apply(
@@ -604,32 +444,45 @@ def _apply(
     result: StepResult | None = None,
     worker: str | None = None,
     lease_seconds: float = 0.0,
+    run_changes: dict[str, Any] | None = None,
 ) -> Transition:
-    """Change the records as the decision says; `_write` then stores the changes."""
-    tr = Transition(d, run, steps)
+    """The columns the decision sets on each row, and the records after them (`run_changes`
+    are set on the run besides); `_write` then stores those columns."""
+    effects: list[Effect] = []
     for index in d.terminate:
         step = steps[index]
         if step.spawn_id:
-            tr.effects.append(CancelSession(run.id, index, step.agent, step.spawn_id))
+            effects.append(CancelSession(run.id, index, step.agent, step.spawn_id))
+    steps = list(steps)
+    step_changes: dict[int, dict[str, Any]] = {}
+    events: list[tuple[int | None, str, dict[str, Any]]] = []
     for index, status in sorted(d.steps.items()):
-        step = steps[index]
         if index == d.subject:
-            _write_step(step, status, d.attempts.get(index), ts, result, worker, lease_seconds)
+            changes = _step_changes(steps[index], status, d.attempts.get(index), ts, result,
+                                    worker, lease_seconds)
         else:
             # A step swept along: skipped by a cancel, or by the run's course.
             cancelled = d.run_status == t.CANCELLED
-            _write_step(step, status, None, ts, StepResult(
+            changes = _step_changes(steps[index], status, None, ts, StepResult(
                 error=t.CANCELLED_ERROR if cancelled else None), None, 0.0)
-        tr.events.append((index, f"step.{status}", _step_data(step)))
+        steps[index] = step = replace(steps[index], **changes)
+        step_changes[index] = changes
+        events.append((index, f"step.{status}", _step_data(step)))
+    run_changes = dict(run_changes or {})
     for msg in d.enqueue:
-        run.step_due_at = ts + msg.delay
-        tr.effects.append(RunStepMessage(run.id, msg.step_index, msg.attempt, msg.delay))
+        run_changes["step_due_at"] = ts + msg.delay
+        effects.append(RunStepMessage(run.id, msg.step_index, msg.attempt, msg.delay))
     if d.current_step is not None:
-        run.current_step = d.current_step
-    if d.run_status is not None and d.run_status != run.status:
-        tr.finished = _write_run(run, d.run_status, ts)
-        tr.events.append((None, f"run.{run.status}", _run_data(run)))
-    return tr
+        run_changes["current_step"] = d.current_step
+    moved = d.run_status is not None and d.run_status != run.status
+    if moved:
+        run_changes.update(_run_status_changes(run, d.run_status, ts))
+    if run_changes:
+        run = replace(run, **run_changes)
+    if moved:
+        events.append((None, f"run.{run.status}", _run_data(run)))
+    return Transition(d, run, steps, effects, run_changes=run_changes, step_changes=step_changes,
+                      events=events, finished=moved and run.status in t.RUN_TERMINAL)
 
 
 # A step that ends so is counted in the duration histogram (a failure with a retry to come
@@ -638,25 +491,25 @@ _FINAL = (t.COMPLETED, t.FAILED)
 
 
 def _write(s: Session, tr: Transition, ts: float, count_finished: bool = True) -> None:
-    """Store what `tr` (and the claim chained to it) changed: steps, run, events, the
-    duration of a step that ended, and last the pipeline's counters when the run finished
-    (those rows are hot: hold their locks briefly)."""
+    """Store what `tr` and the claim chained to it set: one UPDATE per row changed (the
+    claim's columns over the resolve's, where both set a row), the events, the duration
+    of a step that ended, and last the pipeline's counters when the run finished (those
+    rows are hot: hold their locks briefly)."""
     conn = s.connection()
-    both = [tr] if tr.claimed_next is None else [tr, tr.claimed_next]
-    for index in sorted({i for x in both for i in x.decision.steps}):
-        step = tr.steps[index]
-        changed = step.changes()
-        if changed:
-            conn.execute(_UPDATE_STEP, {"step_key": step.id, **changed})
-            step.mark_saved()
-    changed = tr.run.changes()
-    if changed:
-        conn.execute(_UPDATE_RUN, {"run_key": tr.run.id, **changed})
-        tr.run.mark_saved()
+    chain = [tr] if tr.claimed_next is None else [tr, tr.claimed_next]
+    step_changes: dict[int, dict[str, Any]] = {}
+    for x in chain:
+        for index, changes in x.step_changes.items():
+            step_changes[index] = {**step_changes.get(index, {}), **changes}
+    for index in sorted(step_changes):
+        _set(conn, STEPS, tr.steps[index].id, step_changes[index])
+    run_changes = {k: v for x in chain for k, v in x.run_changes.items()}
+    if run_changes:
+        _set(conn, RUNS, tr.run.id, run_changes)
     events = [
         {"run_id": tr.run.id, "pipeline_id": tr.run.pipeline_id, "step_index": index,
          "type": kind, "data": data, "created_at": ts}
-        for x in both for index, kind, data in x.events
+        for x in chain for index, kind, data in x.events
     ]
     if events:
         conn.execute(insert(EVENTS), events)
@@ -668,6 +521,23 @@ def _write(s: Session, tr: Transition, ts: float, count_finished: bool = True) -
     if count_finished and tr.finished:
         conn.execute(_count_runs(started=False, finished=tr.run.status),
                      {"pipeline_id": tr.run.pipeline_id})
+
+
+def _set(conn: Connection, table: Table, row_id: int, changes: dict[str, Any]) -> None:
+    """UPDATE one row of `table`, setting the columns named in `changes`."""
+    conn.execute(_update(table, tuple(changes)),
+                 {"row_id": row_id, **{f"set_{name}": v for name, v in changes.items()}})
+
+
+@cache
+def _update(table: Table, columns: tuple[str, ...]) -> Update:
+    """`UPDATE table SET column = :set_column, … WHERE id = :row_id`, built once per set of
+    columns (a transition sets one of a handful)."""
+    return (
+        update(table)
+        .where(table.c.id == bindparam("row_id"))
+        .values({name: bindparam(f"set_{name}", type_=table.c[name].type) for name in columns})
+    )
 
 
 @cache
@@ -687,7 +557,7 @@ def _count_runs(started: bool, finished: str | None) -> Update:
     return update(PIPELINES).where(PIPELINES.c.id == bindparam("pipeline_id")).values(values)
 
 
-def _write_step(
+def _step_changes(
     step: StepRecord,
     status: str,
     attempt: int | None,
@@ -695,52 +565,48 @@ def _write_step(
     result: StepResult | None,
     worker: str | None,
     lease_seconds: float,
-) -> None:
-    step.status = status
+) -> dict[str, Any]:
+    """The columns a step moving to `status` sets."""
     if status == t.RUNNING:
-        step.started_at = ts
-        step.completed_at = None
-        step.error = None
-        step.spawn_id = None
-        step.injection = None  # the mark is the attempt's: a retry is checked afresh
-        step.worker = worker
-        step.lease_expires_at = ts + lease_seconds
-        step.deadline_at = ts + step.timeout_seconds
-        return
-    step.worker = None
-    step.lease_expires_at = None
-    step.deadline_at = None
+        return {
+            "status": status, "started_at": ts, "completed_at": None, "error": None,
+            "spawn_id": None,
+            "injection": None,  # the mark is the attempt's: a retry is checked afresh
+            "worker": worker, "lease_expires_at": ts + lease_seconds,
+            "deadline_at": ts + step.timeout_seconds,
+        }
+    changes: dict[str, Any] = {
+        "status": status, "worker": None, "lease_expires_at": None, "deadline_at": None,
+    }
     if result is not None:
         if result.spawn_id is not None:
-            step.spawn_id = result.spawn_id
+            changes["spawn_id"] = result.spawn_id
         # Whoever reported it (a session, a gateway, a person), a known secret in the text
         # is never stored: a viewer may read every step.
-        step.error = masking.mask(result.error)
+        changes["error"] = masking.mask(result.error)
         if result.output is not None:
-            step.output = masking.mask(result.output, cut=result.output_truncated)
-            step.output_truncated = result.output_truncated
-            step.output_injection = result.output_injection
+            changes["output"] = masking.mask(result.output, cut=result.output_truncated)
+            changes["output_truncated"] = result.output_truncated
+            changes["output_injection"] = result.output_injection
         if result.usage is not None:
-            step.usage = result.usage
+            changes["usage"] = result.usage
     if status == t.PENDING:  # a retry: the next attempt starts afresh
-        step.attempt = attempt or step.attempt + 1
-        step.spawn_id = None
-        step.started_at = None
-        step.completed_at = None
-        return
+        changes.update(attempt=attempt or step.attempt + 1, spawn_id=None, started_at=None,
+                       completed_at=None)
+        return changes
     ended = result.ended_at if result is not None and result.ended_at is not None else ts
-    step.completed_at = min(ts, max(ended, step.started_at or ended))
+    changes["completed_at"] = min(ts, max(ended, step.started_at or ended))
+    return changes
 
 
-def _write_run(run: RunRecord, status: str, ts: float) -> bool:
-    """Set the run's status and times; True if the run has just finished."""
-    run.status = status
+def _run_status_changes(run: RunRecord, status: str, ts: float) -> dict[str, Any]:
+    """The columns a run moving to `status` sets: the status and its times."""
+    changes: dict[str, Any] = {"status": status}
     if status == t.RUNNING and run.started_at is None:
-        run.started_at = ts
+        changes["started_at"] = ts
     if status in t.RUN_TERMINAL:
-        run.completed_at = ts
-        return True
-    return False
+        changes["completed_at"] = ts
+    return changes
 
 
 def _step_data(step: StepRecord) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from orchestrator import db, runs
+from orchestrator import db, run_queries
 from orchestrator.effects import Recorder, RunStepMessage
 from orchestrator.executor import Executor
 from orchestrator.profiles import Profile, load_profiles
@@ -27,7 +27,7 @@ def test_a_worker_runs_the_next_due_steps_itself(settings):
     rid = new_run(5)
     assert ex.run_step(rid, 0, 1) == "finished"
     with db.session() as s:
-        run, steps = runs.load_run(s, rid)
+        run, steps = run_queries.load_run(s, rid)
     assert run.status == "completed"
     assert [st.status for st in steps] == ["completed"] * 5
     assert len({st.spawn_id for st in steps}) == 5
@@ -40,11 +40,11 @@ def test_the_chain_is_bounded_and_then_goes_through_the_broker(settings):
     ex.run_step(rid, 0, 1)
     assert sent.effects == [RunStepMessage(rid, 3, 1)]
     with db.session() as s:
-        _, steps = runs.load_run(s, rid)
+        _, steps = run_queries.load_run(s, rid)
     assert [st.status for st in steps] == ["completed"] * 3 + ["pending"] * 2
     ex.run_step(rid, 3, 1)
     with db.session() as s:
-        run, _ = runs.load_run(s, rid)
+        run, _ = run_queries.load_run(s, rid)
     assert run.status == "completed"
 
 
@@ -64,7 +64,7 @@ def test_a_misconfigured_profile_fails_its_step_with_a_readable_error(settings):
         rid = make_run(s, make_pipeline(s, templates=[tpl, make_template(s)])).run.id
     assert ex.run_step(rid, 0, 1) == "spawn-failed"
     with db.session() as s:
-        run, steps = runs.load_run(s, rid)
+        run, steps = run_queries.load_run(s, rid)
     assert run.status == "failed" and steps[0].status == "failed"
     assert "agent profile 'broken' is misconfigured" in steps[0].error
     assert "'5s'" in steps[0].error  # what was wrong with it
@@ -79,6 +79,6 @@ def test_output_the_runtime_cut_is_marked_truncated_on_the_step(settings):
         rid = make_run(s, make_pipeline(s, templates=[tpl, make_template(s)])).run.id
     ex.run_step(rid, 0, 1)
     with db.session() as s:
-        _, steps = runs.load_run(s, rid)
+        _, steps = run_queries.load_run(s, rid)
     assert steps[0].status == "completed"
     assert steps[0].output_truncated is True and len(steps[0].output) < 300000

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import threading
+from dataclasses import asdict
 
 import pytest
 from sqlalchemy import func, select
 
-from orchestrator import db, runs
+from orchestrator import db, run_queries, runs
 from orchestrator import transitions as t
 from orchestrator.effects import CancelSession, RunStepMessage
 from orchestrator.models import (
@@ -19,6 +20,7 @@ from orchestrator.models import (
     StepDuration,
     WorkflowTemplate,
 )
+from orchestrator.records import NotFound
 from tests.factories import make_pipeline, make_run, make_template
 
 
@@ -43,7 +45,7 @@ def test_a_pipeline_whose_steps_are_gone_is_not_found_and_no_run_is_left(setting
         s.flush()
         bare_id = bare.id
     try:
-        with pytest.raises(runs.NotFound), db.session() as s:
+        with pytest.raises(NotFound), db.session() as s:
             runs.start_run(s, bare_id, "alice")
         with db.session() as s:
             left = s.scalar(select(func.count()).select_from(PipelineRun)
@@ -62,7 +64,7 @@ def test_snapshot_is_unchanged_by_later_template_edits(session):
     tpl.prompt = "new"
     tpl.name = "renamed"
     session.flush()
-    _, steps = runs.load_run(session, tr.run.id)
+    _, steps = run_queries.load_run(session, tr.run.id)
     assert steps[0].prompt == "old"
     assert steps[0].template_name != "renamed"
 
@@ -90,7 +92,7 @@ def test_a_step_completes_when_its_session_ended_not_when_that_was_written(sessi
     done = runs.resolve_step(session, rid, t.Resolve(True, 0, 1, allow_pending=False),
                              runs.StepResult(ended_at=ended))
     assert done.steps[0].completed_at == ended
-    _, steps = runs.load_run(session, rid)
+    _, steps = run_queries.load_run(session, rid)
     assert steps[0].completed_at == ended
     # A clock that says the session ended before it was claimed is not believed.
     runs.claim_step(session, rid, 1, 1, "w1", 30)
@@ -109,7 +111,7 @@ def test_a_claim_reads_only_the_steps_up_to_the_one_it_claims(session):
     second = runs.claim_step(session, rid, 1, 1, "w1", 30)
     assert [st.step_index for st in second.steps] == [0, 1]
     assert second.steps[0].output == "zero"  # what the claimed step's prompt may use
-    _, steps = runs.load_run(session, rid)
+    _, steps = run_queries.load_run(session, rid)
     assert [st.status for st in steps] == ["completed", "running", "pending", "pending"]
 
 
@@ -180,7 +182,7 @@ def test_fifty_simultaneous_guarded_advances_move_exactly_one_step(settings):
         s, rid, t.Resolve(True, step_index=0), runs.StepResult()))
     assert sum(r.accepted for r in results) == 1
     with db.session() as s:
-        run, steps = runs.load_run(s, rid)
+        run, steps = run_queries.load_run(s, rid)
         assert run.current_step == 1
         assert [st.status for st in steps] == ["completed", "pending", "pending"]
         assert s.scalar(select(func.count()).select_from(RunEvent).where(
@@ -212,7 +214,7 @@ def test_advance_racing_a_worker_completion_resolves_once(settings):
     results = _race(10, either)
     assert sum(r.accepted for r in results) == 1
     with db.session() as s:
-        run, steps = runs.load_run(s, rid)
+        run, steps = run_queries.load_run(s, rid)
         assert steps[0].status in ("completed", "failed")
         expected = "running" if steps[0].status == "completed" else "failed"
         assert run.status == expected
@@ -233,7 +235,7 @@ def test_cancel_racing_advances_ends_consistent(settings):
 
     results = _race(12, mixed)
     with db.session() as s:
-        run, steps = runs.load_run(s, rid)
+        run, steps = run_queries.load_run(s, rid)
         pipeline = s.get(Pipeline, run.pipeline_id)
         assert run.status == "cancelled"
         assert sum(isinstance(r.decision, t.Decision) and r.accepted and r.run.status ==
@@ -262,6 +264,23 @@ def test_resolve_can_claim_the_next_step_in_the_same_transaction(session):
                      "step.running"]
 
 
+def test_a_retry_due_at_once_is_claimed_again_and_stored_as_the_claim_left_it(session):
+    """The resolve (a retry, attempt 2 pending) and the chained claim (attempt 2 running)
+    set the same step row: what is stored is the claim's state over the resolve's."""
+    rid = runs.start_run(session, make_pipeline(
+        session, templates=[make_template(session, retries=1, retry_backoff_seconds=0)]).id,
+        "tests").run.id
+    runs.claim_step(session, rid, 0, 1, "w1", 30)
+    tr = runs.resolve_step(session, rid, t.Resolve(False, 0, 1), runs.StepResult(error="flaky"),
+                           continue_as="w1", lease_seconds=30)
+    assert tr.effects == [] and tr.steps[0].status == "pending"
+    assert tr.claimed_next is not None and tr.claimed_next.decision.subject == 0
+    _, (stored,) = run_queries.load_run(session, rid)
+    assert stored == tr.claimed_next.steps[0]
+    assert (stored.status, stored.attempt, stored.worker, stored.error) == (
+        "running", 2, "w1", None)
+
+
 def test_a_failed_or_last_step_claims_nothing(session):
     tr = make_run(session, n=2)
     rid = tr.run.id
@@ -280,14 +299,14 @@ def test_recent_runs_newest_first_filtered_with_their_steps(session):
     a, b = make_pipeline(session, n=2), make_pipeline(session, n=3)
     ids = [runs.start_run(session, p.id, "me").run.id for p in (a, b, a, b)]
     runs.cancel_run(session, ids[2])
-    assert [r.id for r, _ in runs.recent_runs(session, 3)] == ids[::-1][:3]
-    of_a = runs.recent_runs(session, 10, pipeline_id=a.id)
+    assert [r.id for r, _ in run_queries.recent_runs(session, 3)] == ids[::-1][:3]
+    of_a = run_queries.recent_runs(session, 10, pipeline_id=a.id)
     assert [r.id for r, _ in of_a] == [ids[2], ids[0]]
     assert [[st.step_index for st in steps] for _, steps in of_a] == [[0, 1], [0, 1]]
-    cancelled = runs.recent_runs(session, 10, pipeline_id=a.id, status="cancelled")
+    cancelled = run_queries.recent_runs(session, 10, pipeline_id=a.id, status="cancelled")
     assert [(r.id, [st.status for st in steps]) for r, steps in cancelled] == [
         (ids[2], ["skipped", "skipped"])]
-    assert runs.recent_runs(session, 10, pipeline_id=b.id, status="cancelled") == []
+    assert run_queries.recent_runs(session, 10, pipeline_id=b.id, status="cancelled") == []
 
 
 def _failed_at(s, n: int, k: int) -> runs.Transition:
@@ -304,7 +323,7 @@ def _failed_at(s, n: int, k: int) -> runs.Transition:
 
 def test_rerun_carries_the_steps_before_from_step_and_plans_the_rest(session):
     src = _failed_at(session, n=4, k=2)
-    before = [st.values() for st in runs.load_run(session, src.run.id)[1]]
+    before = [asdict(st) for st in run_queries.load_run(session, src.run.id)[1]]
     histogram = select(func.sum(StepDuration.steps))
     counted = session.scalar(histogram)
     tr = runs.rerun_run(session, src.run.id, None, "bob")
@@ -313,7 +332,7 @@ def test_rerun_carries_the_steps_before_from_step_and_plans_the_rest(session):
     assert tr.run.status == "pending" and tr.run.current_step == 2
     assert tr.run.inputs == src.run.inputs
     assert tr.effects == [RunStepMessage(tr.run.id, 2, 1)]
-    old = runs.load_run(session, src.run.id)[1]
+    old = run_queries.load_run(session, src.run.id)[1]
     for st, was in zip(tr.steps[:2], old[:2], strict=True):
         assert st.reused and st.status == "completed"
         for name in ("output", "spawn_id", "started_at", "completed_at", "usage", "attempt",
@@ -321,7 +340,7 @@ def test_rerun_carries_the_steps_before_from_step_and_plans_the_rest(session):
             assert getattr(st, name) == getattr(was, name), name
     assert [(st.status, st.reused, st.output, st.attempt) for st in tr.steps[2:]] == [
         ("pending", False, None, 1), ("pending", False, None, 1)]
-    assert [st.values() for st in old] == before, "the source run changed"
+    assert [asdict(st) for st in old] == before, "the source run changed"
     pipeline = session.get(Pipeline, tr.run.pipeline_id)
     session.refresh(pipeline)
     assert (pipeline.runs_total, pipeline.use_count, pipeline.runs_running) == (2, 2, 1)
@@ -363,7 +382,7 @@ def test_two_concurrent_reruns_of_one_run_both_create_runs(settings):
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(PipelineRun).where(
             PipelineRun.rerun_of == rid)) == 6
-        pipeline = s.get(Pipeline, runs.load_run(s, rid)[0].pipeline_id)
+        pipeline = s.get(Pipeline, run_queries.load_run(s, rid)[0].pipeline_id)
         assert (pipeline.runs_total, pipeline.runs_running) == (7, 6)
 
 

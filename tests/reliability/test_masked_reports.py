@@ -3,7 +3,7 @@ advance's error and output, and a gateway callback's report."""
 
 from __future__ import annotations
 
-from orchestrator import callbacks, db, runs
+from orchestrator import callbacks, db, run_queries, runs
 from tests.conftest import ADMIN_KEY
 from tests.factories import make_pipeline, make_run, make_template
 from tests.reliability.test_access import admin, manual_run
@@ -33,7 +33,7 @@ def test_a_callback_report_is_stored_masked(settings, client):
                                   output=f"{ADMIN_KEY[-8:]} and more", output_truncated=True)
         assert callbacks.resolve(s, rid, 0, 1, report).accepted
     with db.session() as s:
-        _, steps = runs.load_run(s, rid)
+        _, steps = run_queries.load_run(s, rid)
     assert steps[0].error == "gateway saw ***"
     # Kept from where the gateway cut its output, which fell inside the key.
     assert steps[0].output == "*** and more"

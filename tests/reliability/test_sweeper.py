@@ -9,7 +9,7 @@ import time
 import pytest
 from sqlalchemy import update
 
-from orchestrator import db, runs
+from orchestrator import db, run_queries, runs
 from orchestrator import transitions as t
 from orchestrator.config import Settings
 from orchestrator.effects import CancelSession, Recorder, RunStepMessage
@@ -76,7 +76,7 @@ def test_step_of_a_dead_local_worker_is_failed_without_waiting_for_its_lease(own
     report = executor(recorder).sweep()
     assert report.lost == 1
     with db.session() as s:
-        run, steps = runs.load_run(s, rid)
+        run, steps = run_queries.load_run(s, rid)
         assert run.status == "failed"
         assert steps[0].error == f"worker lost: {HOST}:{gone.pid} died while running the step"
         assert steps[1].status == "skipped"
@@ -141,6 +141,6 @@ def test_a_retry_delayed_past_the_brokers_patience_goes_in_hops(own_db, monkeypa
     assert (name, args, again) == ("orchestrator.run_step", [rid, 0, 3], None)
     assert countdown == pytest.approx(2, abs=0.01)
     with db.session() as s:  # nothing ran: the step still waits for its third attempt
-        assert runs.load_run(s, rid)[1][0].status == "pending"
+        assert run_queries.load_run(s, rid)[1][0].status == "pending"
     # Nor does the sweeper send it before it is due.
     assert executor(QueueRecorder(waiting=0)).sweep().requeued == 0

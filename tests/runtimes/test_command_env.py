@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import db, runs
+from orchestrator import db, run_queries
 from orchestrator.effects import Recorder
 from orchestrator.executor import Executor
 from orchestrator.profiles import load_profiles
@@ -151,7 +151,7 @@ def test_pass_env_naming_a_secret_stops_the_command_at_spawn(tmp_path, settings,
         rid = make_run(s, make_pipeline(s, templates=[tpl])).run.id
     assert ex.run_step(rid, 0, 1) == "spawn-failed"
     with db.session() as s:
-        _, steps = runs.load_run(s, rid)
+        _, steps = run_queries.load_run(s, rid)
     assert "agent profile 'leaky'" in steps[0].error and name in steps[0].error
     assert steps[0].output is None
 
@@ -197,7 +197,7 @@ def test_secrets_a_session_prints_are_stored_masked(tmp_path, settings, worker_e
         rid = make_run(s, make_pipeline(s, templates=[said, failed])).run.id
     ex.run_step(rid, 0, 1)
     with db.session() as s:
-        _, steps = runs.load_run(s, rid)
+        _, steps = run_queries.load_run(s, rid)
     assert steps[0].output == "key *** and ***"
     assert steps[1].status == "failed"
     assert steps[1].output.strip() == "***" and steps[1].error == "exit status 4: ***"
