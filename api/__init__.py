@@ -54,9 +54,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     from api.errors import register_error_handlers
 
-    for module in (health, workflows, pipelines, runs, admin, apply, openapi):
+    for module in (health, workflows, pipelines, runs, admin, apply, audit, openapi):
         app.register_blueprint(module.bp)
-    audit.init_app(app)
     headers.init_app(app)
     ratelimit.init_app(app)
     for optional in ("api.ui", "api.events"):

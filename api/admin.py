@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, g
 from pydantic import Field, StrictStr
 from sqlalchemy import select
 
-from api.audit import audited
+from api.audit import record_change
 from api.auth import require
 from api.errors import ApiError
 from api.schemas import IdBody, Strict, json_body
@@ -60,17 +60,16 @@ def list_keys():
 
 @bp.post("/keys")
 @require("admin")
-@audited("created", "key")
 def make_key():
     body = KeyCreate.model_validate(json_body())
     with db.session() as s:
         row, key = create_key(s, body.name, body.role)
+        record_change(s, "created", "key", row.id)
         return {"key": key, **key_json(row)}, 201
 
 
 @bp.delete("/keys")
 @require("admin")
-@audited("revoked", "key")
 def revoke_key():
     body = IdBody.model_validate(json_body())
     with db.session() as s:
@@ -78,4 +77,5 @@ def revoke_key():
         if row is None:
             raise ApiError(404, f"key {body.id} not found")
         row.revoked = True
+        record_change(s, "revoked", "key", row.id)
     return {"success": True}

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from api.audit import audited
+from api.audit import record_change
 from api.auth import require
 from api.errors import ApiError, describe_validation
 from api.schemas import (
@@ -57,7 +57,6 @@ def _refused(exc: Refused):
 
 @bp.post("/apply")
 @require("operator")
-@audited("applied", "pipeline")
 def apply_document():
     data = json_body()
     dry_run = data.pop("dry_run", False)
@@ -80,10 +79,13 @@ def apply_document():
         items += [item for _, _, item in writes if item is not None]
         if items:
             raise Refused(items)  # rolls the transaction back: it has written nothing
-        if not dry_run:
+        if not dry_run and writes:
             ids = {t["name"]: t["id"] for t in templates}  # names steps may use unreferenced
             ids.update({c.ref: c.id for c in changes if c.kind == "template" and c.id})
             _write(s, writes, ids)
+            # One entry for the document, on the first pipeline it writes (if it writes one)
+            written = [c.id for c, _, _ in writes if c.kind == "pipeline"]
+            record_change(s, "applied", "pipeline", written[0] if written else None)
     return {"dry_run": dry_run, "changes": [_change_json(c) for c in changes]}
 
 

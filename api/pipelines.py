@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, request
 
-from api.audit import audited
+from api.audit import record_change
 from api.auth import require
 from api.errors import ApiError
 from api.schemas import (
@@ -33,17 +33,16 @@ def list_pipelines():
 
 @bp.post("")
 @require("operator")
-@audited("created", "pipeline")
 def create_pipeline():
     body = PipelineCreate.model_validate(json_body())
     with db.session() as s:
         pipeline = catalog.create_pipeline(s, body.model_dump(), g.identity.name)
+        record_change(s, "created", "pipeline", pipeline.id)
         return {"pipeline": pipeline_json(pipeline)}, 201
 
 
 @bp.put("")
 @require("operator")
-@audited("updated", "pipeline")
 def update_pipeline():
     data = json_body()
     body = PipelineUpdate.model_validate(data)
@@ -52,14 +51,15 @@ def update_pipeline():
         raise ApiError(400, "name and steps may not be null")
     with db.session() as s:
         pipeline = catalog.update_pipeline(s, body.id, fields)
+        record_change(s, "updated", "pipeline", pipeline.id)
         return {"pipeline": pipeline_json(pipeline)}
 
 
 @bp.delete("")
 @require("operator")
-@audited("deleted", "pipeline")
 def delete_pipeline():
     body = IdBody.model_validate(json_body())
     with db.session() as s:
         catalog.delete_pipeline(s, body.id)
+        record_change(s, "deleted", "pipeline", body.id)
     return {"success": True}

@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, g, request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.audit import audited, note_target, run_action
+from api.audit import record_change
 from api.auth import require
 from api.errors import ApiError
 from api.schemas import (
@@ -66,7 +66,6 @@ def list_runs():
 
 @bp.post("")
 @require("operator")
-@audited(run_action, "run")
 def command():
     data = json_body()
     action = data.get("action")
@@ -83,7 +82,9 @@ def command():
 
 def _start(body: StartRun):
     def create(s) -> runs.Transition:
-        return runs.start_run(s, body.pipeline_id, g.identity.name, body.inputs)
+        tr = runs.start_run(s, body.pipeline_id, g.identity.name, body.inputs)
+        record_change(s, "started", "run", tr.run.id)
+        return tr
 
     return _create_run(create, body.model_dump())
 
@@ -95,6 +96,7 @@ def _rerun(body: RerunRun):
             raise ApiError(400, tr.decision.reason)
         if not tr.accepted:
             raise ApiError(409, tr.decision.reason)
+        record_change(s, "rerun", "run", tr.run.id)
         return tr
 
     # The action is part of the fingerprint: a key used for a start is not a rerun's.
@@ -103,12 +105,12 @@ def _rerun(body: RerunRun):
 
 def _create_run(create: Callable[[Session], runs.Transition], request_body: dict[str, Any]):
     """Create a run in one transaction and send its first step after the commit; with an
-    Idempotency-Key, a repeat of the request answers with the run the first one made."""
+    Idempotency-Key, a repeat of the request answers with the run the first one made (and,
+    having changed nothing, is not audited: `create` is what records the entry)."""
     key = _idempotency_key()
     if key is None:
         with db.session() as s:
             tr = create(s)
-            note_target(s, tr.run.id)
             payload = run_json(tr.run, tr.steps)
         dispatch(tr.effects)
         return {"run": payload}, 201
@@ -144,7 +146,6 @@ def _create_once(create: Callable[[Session], runs.Transition], key: str, fingerp
             run, steps = run_queries.load_run(s, earlier)
             return {"run": run_json(run, steps)}, 201, {"Idempotent-Replayed": "true"}
         tr = create(s)
-        note_target(s, tr.run.id)
         idempotency.remember(s, g.identity.name, key, fingerprint, tr.run.id)
         payload = run_json(tr.run, tr.steps)
     dispatch(tr.effects)
@@ -163,7 +164,7 @@ def _advance(body: AdvanceRun):
         tr = runs.resolve_step(s, body.run_id, proposal, result)
         if not tr.accepted:
             raise ApiError(409, tr.decision.reason)
-        note_target(s, tr.run.id)
+        record_change(s, "advanced", "run", tr.run.id)
         payload = run_json(tr.run, tr.steps)
     dispatch(tr.effects)
     return {"run": payload}, 202
@@ -174,7 +175,7 @@ def _cancel(body: CancelRun):
         tr = runs.cancel_run(s, body.run_id)
         if not tr.accepted:
             raise ApiError(409, tr.decision.reason)
-        note_target(s, tr.run.id)
+        record_change(s, "cancelled", "run", tr.run.id)
         payload = run_json(tr.run, tr.steps)
     dispatch(tr.effects)
     return {"run": payload}, 202

@@ -219,7 +219,7 @@ def json_body() -> dict[str, Any]:
 
 
 def request_json() -> Any:
-    """The request body parsed by `parse_json`, once per request (the audit hook reads it too)."""
+    """The request body parsed by `parse_json`, once per request (the audit entry reads it too)."""
     if "parsed_body" not in g:
         g.parsed_body = parse_json(request.get_data(cache=True))
     return g.parsed_body

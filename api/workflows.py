@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, request
 
-from api.audit import audited
+from api.audit import record_change
 from api.auth import require
 from api.errors import ApiError
 from api.schemas import (
@@ -97,7 +97,6 @@ def list_templates():
 
 @bp.post("")
 @require("operator")
-@audited("created", "template")
 def create_template():
     body = TemplateCreate.model_validate(json_body())
     fields = {
@@ -107,12 +106,12 @@ def create_template():
     check_template(fields)
     with db.session() as s:
         tpl = catalog.create_template(s, fields, g.identity.name)
+        record_change(s, "created", "template", tpl.id)
         return {"template": template_json(tpl)}, 201
 
 
 @bp.put("")
 @require("operator")
-@audited("updated", "template")
 def update_template():
     data = json_body()
     body = TemplateUpdate.model_validate(data)
@@ -120,14 +119,15 @@ def update_template():
     with db.session() as s:
         check_template(fields, catalog.get_template(s, body.id))
         tpl = catalog.update_template(s, body.id, fields)
+        record_change(s, "updated", "template", tpl.id)
         return {"template": template_json(tpl)}
 
 
 @bp.delete("")
 @require("operator")
-@audited("deleted", "template")
 def delete_template():
     body = IdBody.model_validate(json_body())
     with db.session() as s:
         catalog.delete_template(s, body.id)
+        record_change(s, "deleted", "template", body.id)
     return {"success": True}

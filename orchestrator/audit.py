@@ -16,6 +16,7 @@ from orchestrator.models import AuditEntry, now
 
 ACTIONS = ("created", "updated", "deleted", "started", "advanced", "cancelled", "rerun",
            "revoked", "applied")
+TARGET_TYPES = ("template", "pipeline", "run", "key")
 
 
 def record(
@@ -29,6 +30,8 @@ def record(
 ) -> None:
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
+    if target_type not in TARGET_TYPES:
+        raise ValueError(f"unknown audit target type {target_type!r}")
     s.execute(insert(AuditEntry.__table__), {
         "at": now(),
         "actor": actor,
