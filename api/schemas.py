@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from flask import current_app, g, has_app_context, request
 from pydantic import (
@@ -29,7 +29,8 @@ from orchestrator.attempts import Attempt
 from orchestrator.catalog import Page, StepView
 from orchestrator.models import Pipeline, WorkflowTemplate
 from orchestrator.runs import RunRecord, StepRecord
-from orchestrator.transitions import MAX_STEPS, MIN_STEPS, ON_FAILURE, RUN_IF
+from orchestrator.transitions import MAX_STEPS, MIN_STEPS
+from orchestrator.vocab import OnFailure, OnInjection, RunIf, StepStatus
 
 MAX_ID = 2**31 - 1
 
@@ -97,7 +98,8 @@ SmallObject = Annotated[dict[str, Any], AfterValidator(_small_object)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+    # Enum fields hold their plain string once validated: that is what is stored and sent.
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False, use_enum_values=True)
 
 
 class TemplateFields(Strict):
@@ -113,7 +115,7 @@ class TemplateFields(Strict):
     tags: Annotated[list[Tag], Field(max_length=50)] | None = None
     retries: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
     retry_backoff_seconds: Annotated[StrictInt | StrictFloat, Field(ge=0, le=3600)] | None = None
-    on_injection: Literal["warn", "fail"] | None = None
+    on_injection: OnInjection | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> TemplateFields:
@@ -155,8 +157,8 @@ class TemplateUpdate(TemplateFields):
 
 class StepIn(Strict):
     template_id: Id
-    on_failure: Literal[ON_FAILURE] = "stop"  # type: ignore[valid-type]
-    run_if: Literal[RUN_IF] = "on_success"  # type: ignore[valid-type]
+    on_failure: OnFailure = OnFailure.STOP.value  # type: ignore[assignment]
+    run_if: RunIf = RunIf.ON_SUCCESS.value  # type: ignore[assignment]
 
 
 Steps = Annotated[list[StepIn], Field(min_length=MIN_STEPS, max_length=MAX_STEPS)]
@@ -332,7 +334,7 @@ def pipeline_json(p: Pipeline, steps: list[StepView] | None = None) -> dict[str,
 def waits_for_person(st: StepRecord) -> bool:
     """True while the step runs on a profile whose runtime is `manual`: nothing will end it
     but a person's Step Done / Step Failed (or a cancel)."""
-    if st.status != "running" or not has_app_context():
+    if st.status != StepStatus.RUNNING or not has_app_context():
         return False
     profile = current_app.config["PROFILES"].get(st.agent)
     return profile is not None and profile.runtime == "manual"
@@ -365,7 +367,7 @@ def step_json(st: StepRecord, omit_output: bool = False) -> dict[str, Any]:
 def attempt_json(a: Attempt) -> dict[str, Any]:
     return {
         "attempt": a.attempt,
-        "status": "failed",  # an attempt before the latest is one that failed and was retried
+        "status": StepStatus.FAILED.value,  # an attempt before the latest is one that failed and was retried
         "error": a.error,
         "spawn_id": a.spawn_id,
         "started_at": epoch(a.started_at),

@@ -13,9 +13,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from orchestrator.models import AuditEntry, now
+from orchestrator.vocab import AuditAction
 
-ACTIONS = ("created", "updated", "deleted", "started", "advanced", "cancelled", "rerun",
-           "revoked", "applied")
+ACTIONS = tuple(AuditAction)
 
 
 def record(
