@@ -21,6 +21,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -47,7 +48,14 @@ def _parse_id(value: Any) -> Any:
     raise ValueError("must be a positive integer id")
 
 
-Id = Annotated[int, BeforeValidator(_parse_id)]
+ID_SCHEMA = {
+    "description": "An id: an integer, or a string of ASCII digits",
+    "oneOf": [
+        {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+        {"type": "string", "pattern": "^[0-9]{1,10}$"},
+    ],
+}
+Id = Annotated[int, BeforeValidator(_parse_id), WithJsonSchema(ID_SCHEMA)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 Tag = Annotated[StrictStr, Field(min_length=1, max_length=100)]
 
@@ -94,7 +102,8 @@ def _small_object(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-SmallObject = Annotated[dict[str, Any], AfterValidator(_small_object)]
+SmallObject = Annotated[dict[str, Any], AfterValidator(_small_object),
+                       Field(description="At most 64 KiB as JSON (else 400)")]
 
 
 class Strict(BaseModel):
@@ -102,19 +111,28 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False, use_enum_values=True)
 
 
+PROMPT_DOC = ("a Jinja template, rendered when the step starts within RENDER_TIMEOUT_SECONDS "
+              "and RENDER_MEMORY_MB; one that does not parse is a 400")
+Prompt = Annotated[StrictStr, Field(min_length=1, max_length=10000, description=PROMPT_DOC)]
+# Validated as an int or a float; documented as the one JSON type both are.
+Seconds = Annotated[StrictInt | StrictFloat, Field(ge=0, le=3600),
+                    WithJsonSchema({"type": "number", "minimum": 0, "maximum": 3600})]
+
+
 class TemplateFields(Strict):
     name: Name | None = None
     description: Annotated[StrictStr, Field(max_length=5000)] | None = None
     model: Annotated[StrictStr, Field(min_length=1, max_length=100)] | None = None
-    prompt: Annotated[StrictStr, Field(min_length=1, max_length=10000)] | None = None
-    task_prompt: Annotated[StrictStr, Field(min_length=1, max_length=10000)] | None = None
+    prompt: Prompt | None = None
+    task_prompt: Prompt | None = None
     parameters: SmallObject | None = None
     timeout_seconds: Annotated[StrictInt, Field(ge=10, le=3600)] | None = None
-    agent: Annotated[StrictStr, Field(min_length=1, max_length=100)] | None = None
+    agent: Annotated[StrictStr, Field(min_length=1, max_length=100,
+                                      description="an agent profile name")] | None = None
     agent_role: Annotated[StrictStr, Field(max_length=100)] | None = None
     tags: Annotated[list[Tag], Field(max_length=50)] | None = None
     retries: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
-    retry_backoff_seconds: Annotated[StrictInt | StrictFloat, Field(ge=0, le=3600)] | None = None
+    retry_backoff_seconds: Seconds | None = None
     on_injection: OnInjection | None = None
 
     @model_validator(mode="after")
@@ -142,6 +160,8 @@ class TemplateFields(Strict):
 
 
 class TemplateCreate(TemplateFields):
+    model_config = ConfigDict(json_schema_extra={
+        "anyOf": [{"required": ["prompt"]}, {"required": ["task_prompt"]}]})
     name: Name
 
     @model_validator(mode="after")
@@ -188,8 +208,10 @@ class StartRun(Strict):
 
 class RerunRun(Strict):
     run_id: Id
-    from_step: Annotated[StrictInt, Field(ge=0)] | None = None
-    inputs: dict[str, Any] | None = None
+    from_step: Annotated[StrictInt, Field(ge=0)] | None = Field(
+        None, description="The first step to run again (default: the first that did not "
+                          "complete); the steps before it are carried over as they ended")
+    inputs: dict[str, Any] | None = Field(None, description="Default: the source run's inputs")
 
 
 class AdvanceRun(Strict):
