@@ -80,6 +80,8 @@ def require(role: str) -> Callable:
             g.identity = identity
             return view(*args, **kwargs)
 
+        # The OpenAPI document's x-required-role is checked against this.
+        wrapped.required_role = role  # type: ignore[attr-defined]
         return wrapped
 
     return decorate

@@ -312,7 +312,7 @@ def operation(summary: str, responses: dict[str, Any], *, role: str | None,
         op["security"] = [{"ApiKey": []}, {"Bearer": []}]
         op["x-required-role"] = role
         codes += ["401", "403"]
-        if role != "viewer" or mutating:
+        if role != Role.VIEWER or mutating:
             op["summary"] += f" ({role})"
     if body is not None:
         schema = ref(body) if isinstance(body, str) else body
@@ -364,42 +364,42 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "List workflow templates in id order",
         ok("200", "Templates", {"templates": {"type": "array", "items": ref("Template")},
                                 "total": TOTAL}),
-        role="viewer", params=PAGE_PARAMS),
+        role=Role.VIEWER, params=PAGE_PARAMS),
     ("/api/workflows", "post"): {**operation(
         "Create a template", {**ok("201", "Created", TEMPLATE), **errors("422")},
-        role="operator", body="TemplateCreate", mutating=True), "description": EDIT_ROLE},
+        role=Role.OPERATOR, body="TemplateCreate", mutating=True), "description": EDIT_ROLE},
     ("/api/workflows", "put"): {**operation(
         "Update a template (only the fields sent)",
         {**ok("200", "Updated", TEMPLATE), **errors("404", "422")},
-        role="operator", body="TemplateUpdate", mutating=True), "description": EDIT_ROLE},
+        role=Role.OPERATOR, body="TemplateUpdate", mutating=True), "description": EDIT_ROLE},
     ("/api/workflows", "delete"): operation(
         "Delete a template no pipeline uses (409 otherwise)",
         {"200": {"description": "Deleted", "content": json_content(ref("Success"))},
          **errors("404", "409")},
-        role="operator", body="IdBody", mutating=True),
+        role=Role.OPERATOR, body="IdBody", mutating=True),
     ("/api/pipelines", "get"): operation(
         "List pipelines with their run statistics, in id order",
         ok("200", "Pipelines", {"pipelines": {"type": "array", "items": ref("Pipeline")},
                                 "total": TOTAL}),
-        role="viewer", params=PAGE_PARAMS),
+        role=Role.VIEWER, params=PAGE_PARAMS),
     ("/api/pipelines", "post"): operation(
         "Create a pipeline (2 to 50 steps)", ok("201", "Created", PIPELINE),
-        role="operator", body="PipelineCreate", mutating=True),
+        role=Role.OPERATOR, body="PipelineCreate", mutating=True),
     ("/api/pipelines", "put"): operation(
         "Update a pipeline", {**ok("200", "Updated", PIPELINE), **errors("404")},
-        role="operator", body="PipelineUpdate", mutating=True),
+        role=Role.OPERATOR, body="PipelineUpdate", mutating=True),
     ("/api/pipelines", "delete"): operation(
         "Delete a pipeline; its runs are kept",
         {"200": {"description": "Deleted", "content": json_content(ref("Success"))},
          **errors("404")},
-        role="operator", body="IdBody", mutating=True),
+        role=Role.OPERATOR, body="IdBody", mutating=True),
     ("/api/pipelines/run", "get"): operation(
         "List runs newest first, or one run with ?id=",
         {"200": {"description": "Runs, or one run", "content": json_content({"oneOf": [
             obj({"runs": {"type": "array", "items": ref("Run")}}, ["runs"]),
             obj(RUN, ["run"])]})},
          **errors("404")},
-        role="viewer",
+        role=Role.VIEWER,
         params=[
             query("limit", {"type": "integer", "minimum": 1, "maximum": 200},
                   "How many runs (default 20)"),
@@ -414,7 +414,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             {**ok("201", "Started or rerun (or the run an earlier request with the same "
                   "Idempotency-Key created)", RUN),
              **ok("202", "Advanced or cancelled", RUN), **errors("404", "409")},
-            role="operator",
+            role=Role.OPERATOR,
             body={"oneOf": [ref("StartRun"), ref("AdvanceRun"), ref("CancelRun"),
                             ref("RerunRun")]},
             mutating=True,
@@ -430,35 +430,35 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
               {"dry_run": {"type": "boolean"},
                "changes": {"type": "array", "items": ref("ApplyChange")}}),
          **errors("422")},
-        role="operator", body="ApplyDocument", mutating=True),
+        role=Role.OPERATOR, body="ApplyDocument", mutating=True),
     ("/api/me", "get"): operation(
         "Who the key belongs to",
         ok("200", "Identity", {"name": {"type": "string"},
                                "role": ref("Role")}),
-        role="viewer"),
+        role=Role.VIEWER),
     ("/api/agents", "get"): operation(
         "Configured agent profiles",
         ok("200", "Profiles", {"agents": {"type": "array", "items": obj(
             {"name": {"type": "string"}, "runtime": {"type": "string"}},
             ["name", "runtime"])}}),
-        role="viewer"),
+        role=Role.VIEWER),
     ("/api/keys", "get"): operation(
         "List API keys", ok("200", "Keys", {"keys": {"type": "array", "items": ref("Key")}}),
-        role="admin"),
+        role=Role.ADMIN),
     ("/api/keys", "post"): operation(
         "Create an API key (shown once)",
         {"201": {"description": "Created", "content": json_content({
             "allOf": [ref("Key"), obj({"key": {"type": "string"}}, ["key"])]})}},
-        role="admin", body="KeyCreate", mutating=True),
+        role=Role.ADMIN, body="KeyCreate", mutating=True),
     ("/api/keys", "delete"): operation(
         "Revoke an API key",
         {"200": {"description": "Revoked", "content": json_content(ref("Success"))},
          **errors("404")},
-        role="admin", body="IdBody", mutating=True),
+        role=Role.ADMIN, body="IdBody", mutating=True),
     ("/api/audit", "get"): operation(
         "The audit log, newest first",
         ok("200", "Entries", {"entries": {"type": "array", "items": ref("AuditEntry")}}),
-        role="admin",
+        role=Role.ADMIN,
         params=[
             query("limit", {"type": "integer", "minimum": 1, "maximum": 500},
                   "How many entries (default 50)"),
@@ -488,13 +488,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Prometheus metrics (any key by default; METRICS_AUTH=none opens it)",
         {"200": {"description": "Prometheus text format",
                  "content": {"text/plain": {"schema": {"type": "string"}}}}},
-        role="viewer"),
+        role=Role.VIEWER),
     ("/api/events", "get"): operation(
         "Run events as a server-sent event stream (also takes the key as ?key=); "
         "429 past the open-stream caps",
         {"200": {"description": "text/event-stream",
                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
-        role="viewer",
+        role=Role.VIEWER,
         params=[
             query("run_id", QUERY_ID, "Only this run's events"),
             query("pipeline_id", QUERY_ID, "Only this pipeline's events"),

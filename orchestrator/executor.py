@@ -197,7 +197,7 @@ class Executor:
         if not mark:
             return
         blocked = injection_marks.blocking(mark) if step.on_injection == OnInjection.FAIL else []
-        action = "fail" if blocked else "warn"
+        action = (OnInjection.FAIL if blocked else OnInjection.WARN).value
         self._retrying("mark a step", lambda s: runs.record_injection(
             s, run.id, step.step_index, step.attempt, mark, action))
         log.warning("injection guard: %s", injection_marks.describe(mark))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from api.openapi import build, registered_operations
+from api.openapi import build, openapi_path, registered_operations
 from tests.reliability.conftest import make_app
 
 
@@ -62,3 +62,15 @@ def test_request_bodies_are_the_validating_models_schemas(client):
     assert schemas["AdvanceRun"]["required"] == ["action", "run_id", "success"]
     assert schemas["TemplateCreate"]["anyOf"] == [{"required": ["prompt"]},
                                                   {"required": ["task_prompt"]}]
+
+
+def test_each_operation_documents_the_role_its_view_requires(app, client):
+    doc = client.get("/api/openapi.json").get_json()
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            op = doc["paths"].get(openapi_path(rule.rule), {}).get(method.lower())
+            if op is None:
+                continue  # not part of the JSON API (the UI): the test above holds the rest
+            if hasattr(view, "required_role"):
+                assert op.get("x-required-role") == view.required_role, (rule.rule, method)
