@@ -20,6 +20,8 @@ from api.callbacks import CallbackBody
 from api.schemas import (
     ID_SCHEMA,
     MAX_ID,
+    MAX_PAGE,
+    UNPAGED_MAX,
     AdvanceRun,
     CancelRun,
     IdBody,
@@ -343,8 +345,8 @@ EDIT_ROLE = ('A template on an agent profile with edit_role = "admin" (one whose
              "after the body is validated.")
 TOTAL = {"type": "integer", "minimum": 0, "description": "How many items the whole list has"}
 PAGE_PARAMS = [
-    query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
-          "Page size (default: every item, up to 10,000)"),
+    query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+          f"Page size (default: every item, up to {UNPAGED_MAX:,})"),
     query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_ID},
           "Items to skip (default 0)"),
 ]
