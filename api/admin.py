@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from flask import Blueprint, current_app, g
 from pydantic import Field, StrictStr
@@ -13,15 +13,16 @@ from api.auth import require
 from api.errors import ApiError
 from api.schemas import IdBody, Strict, json_body
 from orchestrator import db
-from orchestrator.auth import ROLES, create_key
+from orchestrator.auth import create_key
 from orchestrator.models import ApiKey
+from orchestrator.vocab import Role
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
 
 
 class KeyCreate(Strict):
     name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
-    role: Literal[ROLES]  # type: ignore[valid-type]
+    role: Role
 
 
 def key_json(row: ApiKey) -> dict:

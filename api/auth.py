@@ -16,6 +16,7 @@ from flask import current_app, g, request
 from api.errors import ApiError
 from orchestrator import db
 from orchestrator.auth import Identity, hash_key, identify
+from orchestrator.vocab import Role
 
 
 def presented_key() -> str:
@@ -68,6 +69,8 @@ def known_identity(key: str) -> Identity | None:
 
 
 def require(role: str) -> Callable:
+    role = Role(role)  # a misspelt role fails when the view is defined, not when it is called
+
     def decorate(view: Callable) -> Callable:
         @wraps(view)
         def wrapped(*args: Any, **kwargs: Any):
@@ -77,6 +80,8 @@ def require(role: str) -> Callable:
             g.identity = identity
             return view(*args, **kwargs)
 
+        # The OpenAPI document's x-required-role is checked against this.
+        wrapped.required_role = role  # type: ignore[attr-defined]
         return wrapped
 
     return decorate

@@ -58,7 +58,8 @@ def step_callback(run_id: int, step_index: int, attempt: int):
         step = tr.steps[step_index]
         payload = {"run_id": run_id, "run_status": tr.run.status, "step": step_json(step)}
     if not tr.accepted:
-        return {"error": f"step not resolved: {tr.decision.reason}", **payload}, 409
+        return {"error": f"step not resolved: {tr.decision.reason}",
+                "code": tr.decision.code, **payload}, 409
     current_app.extensions["dispatcher"].dispatch(tr.effects)
     log.info("step resolved by callback",
              extra={"run_id": run_id, "step_index": step_index, "spawn_id": step.spawn_id})

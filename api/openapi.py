@@ -13,8 +13,36 @@ import re
 from typing import Any
 
 from flask import Blueprint, Flask, current_app
+from pydantic import TypeAdapter
 
-from api.schemas import MAX_ID
+from api.admin import KeyCreate
+from api.callbacks import CallbackBody
+from api.schemas import (
+    ID_SCHEMA,
+    MAX_ID,
+    MAX_PAGE,
+    UNPAGED_MAX,
+    AdvanceRun,
+    CancelRun,
+    IdBody,
+    PipelineCreate,
+    PipelineUpdate,
+    RerunRun,
+    StartRun,
+    TemplateCreate,
+    TemplateUpdate,
+)
+from orchestrator.vocab import (
+    AuditAction,
+    AuditTarget,
+    OnFailure,
+    OnInjection,
+    Role,
+    RunIf,
+    RunStatus,
+    StepStatus,
+    values,
+)
 
 bp = Blueprint("openapi", __name__)
 
@@ -53,42 +81,35 @@ def obj(props: dict[str, Any], required: list[str] | None = None, **extra: Any) 
 
 EPOCH = {"type": "integer", "description": "Unix epoch seconds"}
 EPOCH_OR_NULL = {"type": ["integer", "null"], "description": "Unix epoch seconds"}
-ID = {
-    "description": "An id: an integer, or a string of ASCII digits",
-    "oneOf": [
-        {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-        {"type": "string", "pattern": "^[0-9]{1,10}$"},
-    ],
-}
-PROMPT_DOC = ("a Jinja template, rendered when the step starts within RENDER_TIMEOUT_SECONDS "
-              "and RENDER_MEMORY_MB; one that does not parse is a 400")
-TEMPLATE_FIELDS: dict[str, Any] = {
-    "name": string(1, 200),
-    "description": string(None, 5000, nullable=True),
-    "model": string(1, 100, nullable=True),
-    "prompt": {**string(1, 10000, nullable=True), "description": PROMPT_DOC},
-    "task_prompt": {**string(1, 10000, nullable=True), "description": PROMPT_DOC},
-    "parameters": {"type": ["object", "null"],
-                   "description": "At most 64 KiB as JSON (else 400)"},
-    "timeout_seconds": {"type": ["integer", "null"], "minimum": 10, "maximum": 3600},
-    "agent": {**string(1, 100, nullable=True), "description": "an agent profile name"},
-    "agent_role": string(None, 100, nullable=True),
-    "tags": {"type": ["array", "null"], "maxItems": 50, "items": string(1, 100)},
-    "retries": {"type": ["integer", "null"], "minimum": 0, "maximum": 10},
-    "retry_backoff_seconds": {"type": ["number", "null"], "minimum": 0, "maximum": 3600},
-    "on_injection": {"enum": ["warn", "fail", None],
-                     "description": "what a step does when what flows into its prompt trips "
-                                    "the injection guard (default warn)"},
-}
-STEP_IN = obj({
-    "template_id": ref("Id"),
-    "on_failure": {"enum": ["stop", "continue"]},
-    "run_if": {"enum": ["on_success", "on_failure", "always"]},
-    "template_name": {"description": "ignored on input"},
-}, ["template_id"])
-STEPS_IN = {"type": "array", "minItems": 2, "maxItems": 50, "items": ref("PipelineStepIn")}
+
+# Request bodies: generated from the pydantic models that validate them, so the document
+# cannot drift from validation. The run actions add the `action` the view dispatches on.
+REQUEST_MODELS = (TemplateCreate, TemplateUpdate, PipelineCreate, PipelineUpdate, IdBody,
+                  StartRun, AdvanceRun, CancelRun, RerunRun, KeyCreate, CallbackBody)
+RUN_ACTIONS = {"StartRun": "start", "AdvanceRun": "advance", "CancelRun": "cancel",
+               "RerunRun": "rerun"}
+# Enums responses carry (request models bring their own): one component per vocab enum.
+RESPONSE_ENUMS = (RunStatus, StepStatus, OnFailure, RunIf, OnInjection, Role, AuditAction,
+                  AuditTarget)
+
+
+def generated_schemas() -> dict[str, Any]:
+    out: dict[str, Any] = {e.__name__: TypeAdapter(e).json_schema() for e in RESPONSE_ENUMS}
+    for model in REQUEST_MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out.update(schema.pop("$defs", {}))
+        action = RUN_ACTIONS.get(model.__name__)
+        if action is not None:
+            schema["properties"] = {"action": {"const": action}, **schema["properties"]}
+            schema["required"] = ["action", *schema["required"]]
+        out[model.__name__] = schema
+    return out
+
+
+GENERATED = generated_schemas()
 
 SCHEMAS: dict[str, Any] = {
+    **GENERATED,
     "Error": obj({
         "error": {"type": "string"},
         "items": {"type": "array", "description": "POST /api/apply: each refused item",
@@ -109,8 +130,7 @@ SCHEMAS: dict[str, Any] = {
         "source": {"type": "string", "description": "inputs.<name> or steps[<i>].output"},
     }, ["rule", "description", "source"]),
     "Success": obj({"success": {"const": True}}, ["success"]),
-    "Id": ID,
-    "IdBody": obj({"id": ref("Id")}, ["id"]),
+    "Id": ID_SCHEMA,
     "Template": obj({
         "id": {"type": "integer"},
         "name": {"type": "string"},
@@ -125,7 +145,7 @@ SCHEMAS: dict[str, Any] = {
         "tags": {"type": "array", "items": {"type": "string"}},
         "retries": {"type": "integer"},
         "retry_backoff_seconds": {"type": "number"},
-        "on_injection": {"enum": ["warn", "fail"]},
+        "on_injection": ref("OnInjection"),
         "created_by": {"type": "string"},
         "created_at": EPOCH,
         "updated_at": EPOCH,
@@ -133,22 +153,16 @@ SCHEMAS: dict[str, Any] = {
         "last_used_at": EPOCH_OR_NULL,
     }, ["id", "name", "prompt", "task_prompt", "model", "parameters", "timeout_seconds",
         "agent", "tags", "created_at", "updated_at", "use_count"]),
-    "TemplateCreate": {
-        **obj({**TEMPLATE_FIELDS, "name": string(1, 200)}, ["name"]),
-        "anyOf": [{"required": ["prompt"]}, {"required": ["task_prompt"]}],
-    },
-    "TemplateUpdate": obj({"id": ref("Id"), **TEMPLATE_FIELDS}, ["id"]),
-    "PipelineStepIn": STEP_IN,
     "ApplyDocument": obj({
         "templates": {"type": "array", "items": {
-            **obj({**TEMPLATE_FIELDS, "name": string(1, 200),
+            **obj({**GENERATED["TemplateCreate"]["properties"], "name": string(1, 200),
                    "id": {"type": "integer", "minimum": 1,
                           "description": "The stored template this item is (else: the "
                                          "one with this name)"},
                    "ref": {"type": "string", "minLength": 1,
                            "description": "What steps call it (default: its name)"}},
                   ["name"]),
-            "anyOf": [{"required": ["prompt"]}, {"required": ["task_prompt"]}]}},
+            "anyOf": GENERATED["TemplateCreate"]["anyOf"]}},
         "pipelines": {"type": "array", "items": obj({
             "id": {"type": "integer", "minimum": 1},
             "name": string(1, 200),
@@ -156,8 +170,7 @@ SCHEMAS: dict[str, Any] = {
             "steps": {"type": "array", "minItems": 2, "maxItems": 50, "items": {"oneOf": [
                 {"type": "string", "description": "A template's ref or name"},
                 obj({"template": {"type": "string"},
-                     "on_failure": {"enum": ["stop", "continue"]},
-                     "run_if": {"enum": ["on_success", "on_failure", "always"]}},
+                     "on_failure": ref("OnFailure"), "run_if": ref("RunIf")},
                     ["template"])]}},
         }, ["name", "steps"])},
         "schedules": {"type": "array", "maxItems": 0,
@@ -176,8 +189,8 @@ SCHEMAS: dict[str, Any] = {
     "PipelineStep": obj({
         "template_id": {"type": "integer"},
         "template_name": {"type": "string"},
-        "on_failure": {"enum": ["stop", "continue"]},
-        "run_if": {"enum": ["on_success", "on_failure", "always"]},
+        "on_failure": ref("OnFailure"),
+        "run_if": ref("RunIf"),
     }, ["template_id", "template_name", "on_failure"]),
     "Pipeline": obj({
         "id": {"type": "integer"},
@@ -193,24 +206,13 @@ SCHEMAS: dict[str, Any] = {
         "created_at": EPOCH,
         "updated_at": EPOCH,
     }, ["id", "name", "steps", "use_count", "runs", "created_at", "updated_at"]),
-    "PipelineCreate": obj({
-        "name": string(1, 200),
-        "description": string(None, 5000, nullable=True),
-        "steps": STEPS_IN,
-    }, ["name", "steps"]),
-    "PipelineUpdate": obj({
-        "id": ref("Id"),
-        "name": string(1, 200),
-        "description": string(None, 5000, nullable=True),
-        "steps": STEPS_IN,
-    }, ["id"]),
     "RunStep": obj({
         "step_index": {"type": "integer", "minimum": 0},
         "template_id": {"type": "integer"},
         "template_name": {"type": "string"},
-        "on_failure": {"enum": ["stop", "continue"]},
-        "run_if": {"enum": ["on_success", "on_failure", "always"]},
-        "status": {"enum": ["pending", "running", "completed", "failed", "skipped"]},
+        "on_failure": ref("OnFailure"),
+        "run_if": ref("RunIf"),
+        "status": ref("StepStatus"),
         "spawn_id": {"type": ["string", "null"]},
         "started_at": EPOCH_OR_NULL,
         "completed_at": EPOCH_OR_NULL,
@@ -238,7 +240,7 @@ SCHEMAS: dict[str, Any] = {
         "started_at", "completed_at", "error", "attempt"]),
     "Attempt": obj({
         "attempt": {"type": "integer", "minimum": 1},
-        "status": {"const": "failed"},
+        "status": {"const": StepStatus.FAILED.value},
         "error": {"type": ["string", "null"]},
         "spawn_id": {"type": ["string", "null"]},
         "started_at": EPOCH_OR_NULL,
@@ -250,7 +252,7 @@ SCHEMAS: dict[str, Any] = {
         "id": {"type": "integer"},
         "pipeline_id": {"type": "integer"},
         "pipeline_name": {"type": "string"},
-        "status": {"enum": ["pending", "running", "completed", "failed", "cancelled"]},
+        "status": ref("RunStatus"),
         "current_step": {"type": "integer", "minimum": 0},
         "steps_snapshot": {"type": "array", "items": ref("RunStep")},
         "inputs": {"type": "object", "description": "{} in run lists"},
@@ -269,58 +271,21 @@ SCHEMAS: dict[str, Any] = {
                      "description": "The run this one reruns, or null"},
     }, ["id", "pipeline_id", "pipeline_name", "status", "current_step", "steps_snapshot",
         "started_at", "completed_at", "triggered_by", "created_at"]),
-    "StartRun": obj({
-        "action": {"const": "start"},
-        "pipeline_id": ref("Id"),
-        "inputs": {"type": ["object", "null"],
-                   "description": "At most 64 KiB as JSON (else 400)"},
-    }, ["action", "pipeline_id"]),
-    "AdvanceRun": obj({
-        "action": {"const": "advance"},
-        "run_id": ref("Id"),
-        "success": {"type": "boolean"},
-        "error": string(None, 10000, nullable=True),
-        "output": string(nullable=True),
-        "step_index": {"type": ["integer", "null"], "minimum": 0},
-    }, ["action", "run_id", "success"]),
-    "CancelRun": obj({"action": {"const": "cancel"}, "run_id": ref("Id")},
-                     ["action", "run_id"]),
-    "RerunRun": obj({
-        "action": {"const": "rerun"},
-        "run_id": ref("Id"),
-        "from_step": {"type": ["integer", "null"], "minimum": 0,
-                      "description": "The first step to run again (default: the first "
-                                     "that did not complete); the steps before it are "
-                                     "carried over as they ended"},
-        "inputs": {"type": ["object", "null"],
-                   "description": "Default: the source run's inputs"},
-    }, ["action", "run_id"]),
     "Key": obj({
         "id": {"type": "integer"},
         "name": {"type": "string"},
-        "role": {"enum": ["viewer", "operator", "admin"]},
+        "role": ref("Role"),
         "prefix": {"type": "string"},
         "created_at": EPOCH,
         "revoked": {"type": "boolean"},
     }, ["id", "name", "role", "prefix", "created_at", "revoked"]),
-    "KeyCreate": obj({
-        "name": string(1, 200),
-        "role": {"enum": ["viewer", "operator", "admin"]},
-    }, ["name", "role"]),
-    "Callback": obj({
-        "success": {"type": "boolean"},
-        "error": {"type": ["string", "null"]},
-        "output": {"type": ["string", "null"]},
-        "usage": {"type": ["object", "null"]},
-    }, ["success"]),
     "AuditEntry": obj({
         "id": {"type": "integer"},
         "at": EPOCH,
         "actor": {"type": "string"},
-        "role": {"enum": ["viewer", "operator", "admin"]},
-        "action": {"enum": ["created", "updated", "deleted", "started", "advanced",
-                            "cancelled", "rerun", "revoked", "applied"]},
-        "target_type": {"enum": ["template", "pipeline", "run", "key"]},
+        "role": ref("Role"),
+        "action": ref("AuditAction"),
+        "target_type": ref("AuditTarget"),
         "target_id": {"type": ["integer", "null"]},
         "detail": {"type": "object"},
     }, ["id", "at", "actor", "role", "action", "target_type", "target_id", "detail"]),
@@ -349,7 +314,7 @@ def operation(summary: str, responses: dict[str, Any], *, role: str | None,
         op["security"] = [{"ApiKey": []}, {"Bearer": []}]
         op["x-required-role"] = role
         codes += ["401", "403"]
-        if role != "viewer" or mutating:
+        if role != Role.VIEWER or mutating:
             op["summary"] += f" ({role})"
     if body is not None:
         schema = ref(body) if isinstance(body, str) else body
@@ -380,8 +345,8 @@ EDIT_ROLE = ('A template on an agent profile with edit_role = "admin" (one whose
              "after the body is validated.")
 TOTAL = {"type": "integer", "minimum": 0, "description": "How many items the whole list has"}
 PAGE_PARAMS = [
-    query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
-          "Page size (default: every item, up to 10,000)"),
+    query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+          f"Page size (default: every item, up to {UNPAGED_MAX:,})"),
     query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_ID},
           "Items to skip (default 0)"),
 ]
@@ -401,48 +366,47 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "List workflow templates in id order",
         ok("200", "Templates", {"templates": {"type": "array", "items": ref("Template")},
                                 "total": TOTAL}),
-        role="viewer", params=PAGE_PARAMS),
+        role=Role.VIEWER, params=PAGE_PARAMS),
     ("/api/workflows", "post"): {**operation(
         "Create a template", {**ok("201", "Created", TEMPLATE), **errors("422")},
-        role="operator", body="TemplateCreate", mutating=True), "description": EDIT_ROLE},
+        role=Role.OPERATOR, body="TemplateCreate", mutating=True), "description": EDIT_ROLE},
     ("/api/workflows", "put"): {**operation(
         "Update a template (only the fields sent)",
         {**ok("200", "Updated", TEMPLATE), **errors("404", "422")},
-        role="operator", body="TemplateUpdate", mutating=True), "description": EDIT_ROLE},
+        role=Role.OPERATOR, body="TemplateUpdate", mutating=True), "description": EDIT_ROLE},
     ("/api/workflows", "delete"): operation(
         "Delete a template no pipeline uses (409 otherwise)",
         {"200": {"description": "Deleted", "content": json_content(ref("Success"))},
          **errors("404", "409")},
-        role="operator", body="IdBody", mutating=True),
+        role=Role.OPERATOR, body="IdBody", mutating=True),
     ("/api/pipelines", "get"): operation(
         "List pipelines with their run statistics, in id order",
         ok("200", "Pipelines", {"pipelines": {"type": "array", "items": ref("Pipeline")},
                                 "total": TOTAL}),
-        role="viewer", params=PAGE_PARAMS),
+        role=Role.VIEWER, params=PAGE_PARAMS),
     ("/api/pipelines", "post"): operation(
         "Create a pipeline (2 to 50 steps)", ok("201", "Created", PIPELINE),
-        role="operator", body="PipelineCreate", mutating=True),
+        role=Role.OPERATOR, body="PipelineCreate", mutating=True),
     ("/api/pipelines", "put"): operation(
         "Update a pipeline", {**ok("200", "Updated", PIPELINE), **errors("404")},
-        role="operator", body="PipelineUpdate", mutating=True),
+        role=Role.OPERATOR, body="PipelineUpdate", mutating=True),
     ("/api/pipelines", "delete"): operation(
         "Delete a pipeline; its runs are kept",
         {"200": {"description": "Deleted", "content": json_content(ref("Success"))},
          **errors("404")},
-        role="operator", body="IdBody", mutating=True),
+        role=Role.OPERATOR, body="IdBody", mutating=True),
     ("/api/pipelines/run", "get"): operation(
         "List runs newest first, or one run with ?id=",
         {"200": {"description": "Runs, or one run", "content": json_content({"oneOf": [
             obj({"runs": {"type": "array", "items": ref("Run")}}, ["runs"]),
             obj(RUN, ["run"])]})},
          **errors("404")},
-        role="viewer",
+        role=Role.VIEWER,
         params=[
             query("limit", {"type": "integer", "minimum": 1, "maximum": 200},
                   "How many runs (default 20)"),
             query("pipeline_id", QUERY_ID, "Only this pipeline's runs"),
-            query("status", {"enum": ["pending", "running", "completed", "failed",
-                                      "cancelled"]}, "Only runs in this status"),
+            query("status", {"enum": values(RunStatus)}, "Only runs in this status"),
             query("id", QUERY_ID, "One run"),
         ]),
     ("/api/pipelines/run", "post"): {
@@ -452,7 +416,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             {**ok("201", "Started or rerun (or the run an earlier request with the same "
                   "Idempotency-Key created)", RUN),
              **ok("202", "Advanced or cancelled", RUN), **errors("404", "409")},
-            role="operator",
+            role=Role.OPERATOR,
             body={"oneOf": [ref("StartRun"), ref("AdvanceRun"), ref("CancelRun"),
                             ref("RerunRun")]},
             mutating=True,
@@ -468,40 +432,40 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
               {"dry_run": {"type": "boolean"},
                "changes": {"type": "array", "items": ref("ApplyChange")}}),
          **errors("422")},
-        role="operator", body="ApplyDocument", mutating=True),
+        role=Role.OPERATOR, body="ApplyDocument", mutating=True),
     ("/api/me", "get"): operation(
         "Who the key belongs to",
         ok("200", "Identity", {"name": {"type": "string"},
-                               "role": {"enum": ["viewer", "operator", "admin"]}}),
-        role="viewer"),
+                               "role": ref("Role")}),
+        role=Role.VIEWER),
     ("/api/agents", "get"): operation(
         "Configured agent profiles",
         ok("200", "Profiles", {"agents": {"type": "array", "items": obj(
             {"name": {"type": "string"}, "runtime": {"type": "string"}},
             ["name", "runtime"])}}),
-        role="viewer"),
+        role=Role.VIEWER),
     ("/api/keys", "get"): operation(
         "List API keys", ok("200", "Keys", {"keys": {"type": "array", "items": ref("Key")}}),
-        role="admin"),
+        role=Role.ADMIN),
     ("/api/keys", "post"): operation(
         "Create an API key (shown once)",
         {"201": {"description": "Created", "content": json_content({
             "allOf": [ref("Key"), obj({"key": {"type": "string"}}, ["key"])]})}},
-        role="admin", body="KeyCreate", mutating=True),
+        role=Role.ADMIN, body="KeyCreate", mutating=True),
     ("/api/keys", "delete"): operation(
         "Revoke an API key",
         {"200": {"description": "Revoked", "content": json_content(ref("Success"))},
          **errors("404")},
-        role="admin", body="IdBody", mutating=True),
+        role=Role.ADMIN, body="IdBody", mutating=True),
     ("/api/audit", "get"): operation(
         "The audit log, newest first",
         ok("200", "Entries", {"entries": {"type": "array", "items": ref("AuditEntry")}}),
-        role="admin",
+        role=Role.ADMIN,
         params=[
             query("limit", {"type": "integer", "minimum": 1, "maximum": 500},
                   "How many entries (default 50)"),
             query("before_id", QUERY_ID, "Entries older than this one"),
-            query("target_type", {"enum": ["template", "pipeline", "run", "key"]},
+            query("target_type", {"enum": values(AuditTarget)},
                   "Only changes to this kind of object"),
             query("target_id", QUERY_ID, "Only changes to this object"),
         ]),
@@ -513,7 +477,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 "run_id": {"type": "integer"}, "run_status": {"type": "string"},
                 "step": ref("RunStep")}),
              **errors("404", "409")},
-            role=None, body="Callback", mutating=True,
+            role=None, body="CallbackBody", mutating=True,
             params=[
                 *({"name": n, "in": "path", "required": True,
                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}
@@ -526,13 +490,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Prometheus metrics (any key by default; METRICS_AUTH=none opens it)",
         {"200": {"description": "Prometheus text format",
                  "content": {"text/plain": {"schema": {"type": "string"}}}}},
-        role="viewer"),
+        role=Role.VIEWER),
     ("/api/events", "get"): operation(
         "Run events as a server-sent event stream (also takes the key as ?key=); "
         "429 past the open-stream caps",
         {"200": {"description": "text/event-stream",
                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
-        role="viewer",
+        role=Role.VIEWER,
         params=[
             query("run_id", QUERY_ID, "Only this run's events"),
             query("pipeline_id", QUERY_ID, "Only this pipeline's events"),

@@ -92,15 +92,20 @@ def _start(body: StartRun):
 def _rerun(body: RerunRun):
     def create(s) -> runs.Transition:
         tr = runs.rerun_run(s, body.run_id, body.from_step, g.identity.name, body.inputs)
-        if tr.decision.verdict is t.Verdict.INVALID:
-            raise ApiError(400, tr.decision.reason)
         if not tr.accepted:
-            raise ApiError(409, tr.decision.reason)
+            raise refused(tr.decision)
         record_change(s, "rerun", "run", tr.run.id)
         return tr
 
     # The action is part of the fingerprint: a key used for a start is not a rerun's.
     return _create_run(create, {"action": "rerun", **body.model_dump()})
+
+
+def refused(d: t.Decision) -> ApiError:
+    """A refused proposal as an error: 400 if it names what the run lacks, else 409; the
+    body carries the machine `code` beside the text."""
+    status = 400 if d.verdict is t.Verdict.INVALID else 409
+    return ApiError(status, d.reason, extra={"code": d.code})
 
 
 def _create_run(create: Callable[[Session], runs.Transition], request_body: dict[str, Any]):
@@ -163,7 +168,7 @@ def _advance(body: AdvanceRun):
     with db.session() as s:
         tr = runs.resolve_step(s, body.run_id, proposal, result)
         if not tr.accepted:
-            raise ApiError(409, tr.decision.reason)
+            raise refused(tr.decision)
         record_change(s, "advanced", "run", tr.run.id)
         payload = run_json(tr.run, tr.steps)
     dispatch(tr.effects)
@@ -174,7 +179,7 @@ def _cancel(body: CancelRun):
     with db.session() as s:
         tr = runs.cancel_run(s, body.run_id)
         if not tr.accepted:
-            raise ApiError(409, tr.decision.reason)
+            raise refused(tr.decision)
         record_change(s, "cancelled", "run", tr.run.id)
         payload = run_json(tr.run, tr.steps)
     dispatch(tr.effects)

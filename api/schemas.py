@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from flask import current_app, g, has_app_context, request
 from pydantic import (
@@ -21,6 +21,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -29,7 +30,8 @@ from orchestrator.attempts import Attempt
 from orchestrator.catalog import Page, StepView
 from orchestrator.models import Pipeline, WorkflowTemplate
 from orchestrator.records import RunRecord, StepRecord
-from orchestrator.transitions import MAX_STEPS, MIN_STEPS, ON_FAILURE, RUN_IF
+from orchestrator.transitions import MAX_STEPS, MIN_STEPS
+from orchestrator.vocab import OnFailure, OnInjection, RunIf, StepStatus
 
 MAX_ID = 2**31 - 1
 
@@ -46,7 +48,14 @@ def _parse_id(value: Any) -> Any:
     raise ValueError("must be a positive integer id")
 
 
-Id = Annotated[int, BeforeValidator(_parse_id)]
+ID_SCHEMA = {
+    "description": "An id: an integer, or a string of ASCII digits",
+    "oneOf": [
+        {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+        {"type": "string", "pattern": "^[0-9]{1,10}$"},
+    ],
+}
+Id = Annotated[int, BeforeValidator(_parse_id), WithJsonSchema(ID_SCHEMA)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 Tag = Annotated[StrictStr, Field(min_length=1, max_length=100)]
 
@@ -93,27 +102,38 @@ def _small_object(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-SmallObject = Annotated[dict[str, Any], AfterValidator(_small_object)]
+SmallObject = Annotated[dict[str, Any], AfterValidator(_small_object),
+                       Field(description="At most 64 KiB as JSON (else 400)")]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+    # Enum fields hold their plain string once validated: that is what is stored and sent.
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False, use_enum_values=True)
+
+
+PROMPT_DOC = ("a Jinja template, rendered when the step starts within RENDER_TIMEOUT_SECONDS "
+              "and RENDER_MEMORY_MB; one that does not parse is a 400")
+Prompt = Annotated[StrictStr, Field(min_length=1, max_length=10000, description=PROMPT_DOC)]
+# Validated as an int or a float; documented as the one JSON type both are.
+Seconds = Annotated[StrictInt | StrictFloat, Field(ge=0, le=3600),
+                    WithJsonSchema({"type": "number", "minimum": 0, "maximum": 3600})]
 
 
 class TemplateFields(Strict):
     name: Name | None = None
     description: Annotated[StrictStr, Field(max_length=5000)] | None = None
     model: Annotated[StrictStr, Field(min_length=1, max_length=100)] | None = None
-    prompt: Annotated[StrictStr, Field(min_length=1, max_length=10000)] | None = None
-    task_prompt: Annotated[StrictStr, Field(min_length=1, max_length=10000)] | None = None
+    prompt: Prompt | None = None
+    task_prompt: Prompt | None = None
     parameters: SmallObject | None = None
     timeout_seconds: Annotated[StrictInt, Field(ge=10, le=3600)] | None = None
-    agent: Annotated[StrictStr, Field(min_length=1, max_length=100)] | None = None
+    agent: Annotated[StrictStr, Field(min_length=1, max_length=100,
+                                      description="an agent profile name")] | None = None
     agent_role: Annotated[StrictStr, Field(max_length=100)] | None = None
     tags: Annotated[list[Tag], Field(max_length=50)] | None = None
     retries: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
-    retry_backoff_seconds: Annotated[StrictInt | StrictFloat, Field(ge=0, le=3600)] | None = None
-    on_injection: Literal["warn", "fail"] | None = None
+    retry_backoff_seconds: Seconds | None = None
+    on_injection: OnInjection | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> TemplateFields:
@@ -140,6 +160,8 @@ class TemplateFields(Strict):
 
 
 class TemplateCreate(TemplateFields):
+    model_config = ConfigDict(json_schema_extra={
+        "anyOf": [{"required": ["prompt"]}, {"required": ["task_prompt"]}]})
     name: Name
 
     @model_validator(mode="after")
@@ -155,8 +177,8 @@ class TemplateUpdate(TemplateFields):
 
 class StepIn(Strict):
     template_id: Id
-    on_failure: Literal[ON_FAILURE] = "stop"  # type: ignore[valid-type]
-    run_if: Literal[RUN_IF] = "on_success"  # type: ignore[valid-type]
+    on_failure: OnFailure = OnFailure.STOP.value  # type: ignore[assignment]
+    run_if: RunIf = RunIf.ON_SUCCESS.value  # type: ignore[assignment]
 
 
 Steps = Annotated[list[StepIn], Field(min_length=MIN_STEPS, max_length=MAX_STEPS)]
@@ -186,8 +208,10 @@ class StartRun(Strict):
 
 class RerunRun(Strict):
     run_id: Id
-    from_step: Annotated[StrictInt, Field(ge=0)] | None = None
-    inputs: dict[str, Any] | None = None
+    from_step: Annotated[StrictInt, Field(ge=0)] | None = Field(
+        None, description="The first step to run again (default: the first that did not "
+                          "complete); the steps before it are carried over as they ended")
+    inputs: dict[str, Any] | None = Field(None, description="Default: the source run's inputs")
 
 
 class AdvanceRun(Strict):
@@ -332,7 +356,7 @@ def pipeline_json(p: Pipeline, steps: list[StepView] | None = None) -> dict[str,
 def waits_for_person(st: StepRecord) -> bool:
     """True while the step runs on a profile whose runtime is `manual`: nothing will end it
     but a person's Step Done / Step Failed (or a cancel)."""
-    if st.status != "running" or not has_app_context():
+    if st.status != StepStatus.RUNNING or not has_app_context():
         return False
     profile = current_app.config["PROFILES"].get(st.agent)
     return profile is not None and profile.runtime == "manual"
@@ -365,7 +389,7 @@ def step_json(st: StepRecord, omit_output: bool = False) -> dict[str, Any]:
 def attempt_json(a: Attempt) -> dict[str, Any]:
     return {
         "attempt": a.attempt,
-        "status": "failed",  # an attempt before the latest is one that failed and was retried
+        "status": StepStatus.FAILED.value,  # an attempt before the latest is one that failed and was retried
         "error": a.error,
         "spawn_id": a.spawn_id,
         "started_at": epoch(a.started_at),

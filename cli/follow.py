@@ -13,15 +13,17 @@ from typing import Any, TextIO
 import click
 
 from cli.http import ApiFailure, Client
+from orchestrator.vocab import RunStatus, StepStatus
 
-TERMINAL = ("completed", "failed", "cancelled")
+TERMINAL = tuple(s.value for s in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED))
 # A running step that only a person can end (a manual profile) is shown as this, not running.
 WAITING = "waiting for you"
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-SYMBOLS = {"completed": "✓", "failed": "✗", "skipped": "↷", "pending": "·", "cancelled": "✗",
-           WAITING: "⏸"}
-COLOURS = {"completed": "green", "failed": "red", "running": "yellow", "skipped": "bright_black",
-           "pending": "bright_black", "cancelled": "red", WAITING: "cyan"}
+SYMBOLS = {StepStatus.COMPLETED: "✓", StepStatus.FAILED: "✗", StepStatus.SKIPPED: "↷",
+           StepStatus.PENDING: "·", RunStatus.CANCELLED: "✗", WAITING: "⏸"}
+COLOURS = {StepStatus.COMPLETED: "green", StepStatus.FAILED: "red", StepStatus.RUNNING: "yellow",
+           StepStatus.SKIPPED: "bright_black", StepStatus.PENDING: "bright_black",
+           RunStatus.CANCELLED: "red", WAITING: "cyan"}
 
 
 def elapsed(started: int | None, finished: int | None, now: float) -> str:
@@ -50,10 +52,10 @@ def step_lines(run: dict[str, Any], now: float, frame: int, colour: bool) -> lis
     lines = []
     for step in steps:
         status = shown_status(step)
-        mark = SPINNER[frame % len(SPINNER)] if status == "running" else SYMBOLS.get(status, "?")
+        mark = SPINNER[frame % len(SPINNER)] if status == StepStatus.RUNNING else SYMBOLS.get(status, "?")
         took = elapsed(step.get("started_at"), step.get("completed_at"), now)
         text = f"{step['step_index'] + 1:>2} {step['template_name']:<{width}}  {status:<9} {took}"
-        if step.get("error") and status == "failed":
+        if step.get("error") and status == StepStatus.FAILED:
             text += f"  {step['error'].splitlines()[0][:80]}"
         line = f"  {mark} {text.rstrip()}"
         lines.append(click.style(line, fg=COLOURS.get(status)) if colour else line)
@@ -125,7 +127,7 @@ class Follower:
                 status = shown_status(step)
                 if self._seen.get(step["step_index"]) != status:
                     self._seen[step["step_index"]] = status
-                    if status != "pending":
+                    if status != StepStatus.PENDING:
                         self.out.write(line.replace(SPINNER[0], "▸", 1) + "\n")
                         if status == WAITING:
                             self.out.write(lines[-1] + "\n")  # how to answer it

@@ -11,8 +11,9 @@ import time
 import click
 
 from orchestrator import db, logs, masking, migrate, preflight, render_process, tallies
-from orchestrator.auth import ROLES, create_key, has_keys
+from orchestrator.auth import create_key, has_keys
 from orchestrator.config import Settings
+from orchestrator.vocab import Role, values
 
 
 class _Main(click.Group):
@@ -58,7 +59,7 @@ def keys() -> None:
 
 @keys.command(name="create")
 @click.option("--name", required=True, help="Who the key is for (shown as triggered_by).")
-@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--role", required=True, type=click.Choice(values(Role)))
 def create_key_cmd(name: str, role: str) -> None:
     """Create an API key and print it (it is stored hashed and shown only now)."""
     settings = Settings.from_env()
@@ -141,7 +142,7 @@ def _bootstrap_key(settings: Settings) -> None:
     with db.session() as s:
         if has_keys(s):
             return
-        _, key = create_key(s, "admin", "admin")
+        _, key = create_key(s, "admin", Role.ADMIN)
     click.echo(f"No API key existed: created an admin key (shown once, store it): {key}")
 
 

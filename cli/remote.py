@@ -19,6 +19,7 @@ import click
 
 from cli.follow import TERMINAL, Follower, elapsed, header, step_lines
 from cli.http import DEFAULT_URL, ApiFailure, Client
+from orchestrator.vocab import OnFailure, RunIf, RunStatus, values
 
 API_ERROR = 3
 
@@ -148,8 +149,8 @@ def pipelines_show(pipeline: str, as_json: bool) -> None:
     if found.get("description"):
         click.echo(f"  {found['description']}")
     for i, step in enumerate(found["steps"], 1):
-        marks = [] if step["on_failure"] == "stop" else ["continue on fail"]
-        if step.get("run_if", "on_success") != "on_success":
+        marks = [] if step["on_failure"] == OnFailure.STOP else ["continue on fail"]
+        if step.get("run_if", RunIf.ON_SUCCESS) != RunIf.ON_SUCCESS:
             marks.append(f"run if {step['run_if']}")
         note = f"  ({', '.join(marks)})" if marks else ""
         click.echo(f"  {i:>2}. {step['template_name']}{note}")
@@ -167,7 +168,7 @@ def runs_group() -> None:
 def finish(run: dict[str, Any], as_json: bool, followed: bool) -> None:
     if as_json:
         emit_json({"run": run})
-    if followed and run["status"] != "completed":
+    if followed and run["status"] != RunStatus.COMPLETED:
         sys.exit(1)
 
 
@@ -269,7 +270,7 @@ def runs_advance(run_id: int, outcome: str | None, error: str | None, step: int 
         return
     steps = run["steps_snapshot"]
     now = steps[index]["status"] if index < len(steps) else "?"
-    if now == "pending":
+    if now == RunStatus.PENDING:
         now = f"failed, retrying (attempt {steps[index]['attempt']})"
     click.echo(f"run #{run['id']}: step {index + 1} {now}; run {run['status']}")
 
@@ -305,7 +306,7 @@ def runs_rerun(run_id: int, from_step: int | None, inputs: tuple[str, ...], foll
 @runs_group.command(name="list")
 @click.option("--pipeline", default=None, help="Only this pipeline's runs (NAME or ID).")
 @click.option("--status", default=None,
-              type=click.Choice(["pending", "running", *TERMINAL]))
+              type=click.Choice(values(RunStatus)))
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200))
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @calling_api

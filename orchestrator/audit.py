@@ -13,10 +13,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from orchestrator.models import AuditEntry, now
+from orchestrator.vocab import AuditAction, AuditTarget
 
-ACTIONS = ("created", "updated", "deleted", "started", "advanced", "cancelled", "rerun",
-           "revoked", "applied")
-TARGET_TYPES = ("template", "pipeline", "run", "key")
+ACTIONS = tuple(AuditAction)
+TARGET_TYPES = tuple(AuditTarget)
 
 
 def record(

@@ -15,8 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.models import ApiKey
+from orchestrator.vocab import Role
 
-ROLES = ("viewer", "operator", "admin")
+ROLES = tuple(Role)
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Identity:
     role: str
 
     def can(self, role: str) -> bool:
-        return ROLES.index(self.role) >= ROLES.index(role)
+        return Role(self.role).at_least(role)
 
 
 def hash_key(key: str) -> str:
@@ -46,7 +47,7 @@ def identify(s: Session, key: str, bootstrap_key: str | None) -> Identity | None
     if not key:
         return None
     if bootstrap_key and hmac.compare_digest(key.encode(), bootstrap_key.encode()):
-        return Identity("admin", "admin")
+        return Identity("admin", Role.ADMIN)
     row = s.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key), ~ApiKey.revoked))
     return Identity(row.name, row.role) if row else None
 

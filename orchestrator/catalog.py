@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.models import Pipeline, PipelineStep, WorkflowTemplate, now
 from orchestrator.records import NotFound
+from orchestrator.vocab import OnFailure, RunIf
 
 
 class Conflict(Exception):
@@ -129,8 +130,8 @@ def _build_steps(s: Session, steps: list[dict[str, Any]]) -> list[PipelineStep]:
         PipelineStep(
             position=i,
             template_id=st["template_id"],
-            on_failure=st.get("on_failure", "stop"),
-            run_if=st.get("run_if", "on_success"),
+            on_failure=st.get("on_failure", OnFailure.STOP.value),
+            run_if=st.get("run_if", RunIf.ON_SUCCESS.value),
         )
         for i, st in enumerate(steps)
     ]

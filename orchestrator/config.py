@@ -10,6 +10,8 @@ import math
 import os
 from dataclasses import dataclass
 
+from orchestrator.vocab import Role
+
 DEFAULT_DATABASE_URL = "sqlite:///orchestrator.db"
 IN_PROCESS_BROKER = "memory://"
 
@@ -108,7 +110,7 @@ class Settings:
     # `json`, `text`, or empty: JSON unless stderr is a terminal.
     log_format: str = ""
     # Who may read /metrics: `viewer` (any API key) or `none` (open, for a private network).
-    metrics_auth: str = "viewer"
+    metrics_auth: str = Role.VIEWER.value
     # Bounds on rendering one prompt (in a render process of the worker's): wall-clock
     # seconds, and memory it may allocate.
     render_timeout_seconds: float = 2.0
@@ -152,7 +154,7 @@ class Settings:
             idempotency_ttl_seconds=_float(env, "IDEMPOTENCY_TTL_SECONDS", 24 * 3600.0),
             db_retry_seconds=_float(env, "DB_RETRY_SECONDS", 120.0, zero_ok=True),
             log_format=(env.get("LOG_FORMAT") or "").lower(),
-            metrics_auth=(env.get("METRICS_AUTH") or "viewer").lower(),
+            metrics_auth=(env.get("METRICS_AUTH") or Role.VIEWER.value).lower(),
             render_timeout_seconds=_float(env, "RENDER_TIMEOUT_SECONDS", 2.0),
             render_memory_mb=_int(env, "RENDER_MEMORY_MB", 256),
             port=_port(env.get("PORT")),

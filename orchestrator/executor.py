@@ -34,6 +34,7 @@ from orchestrator.runtimes import (
     SpawnRequest,
     get_runtime,
 )
+from orchestrator.vocab import OnInjection
 
 log = logging.getLogger("orchestrator.executor")
 
@@ -195,8 +196,8 @@ class Executor:
         mark = injection_marks.collect(step.prompt, run.inputs_injection, earlier, context)
         if not mark:
             return
-        blocked = injection_marks.blocking(mark) if step.on_injection == "fail" else []
-        action = "fail" if blocked else "warn"
+        blocked = injection_marks.blocking(mark) if step.on_injection == OnInjection.FAIL else []
+        action = (OnInjection.FAIL if blocked else OnInjection.WARN).value
         self._retrying("mark a step", lambda s: runs.record_injection(
             s, run.id, step.step_index, step.attempt, mark, action))
         log.warning("injection guard: %s", injection_marks.describe(mark))

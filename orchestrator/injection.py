@@ -19,13 +19,15 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from orchestrator.vocab import InjectionScan
+
 CRITICAL = "critical"
 WARNING = "warning"
 
 # Scan contexts a profile may choose (`injection_scan`): every rule; every rule but the
 # command rules a real shell script trips; nothing.
-CONTEXTS = ("prompt", "shell", "off")
-DEFAULT_CONTEXT = "prompt"
+CONTEXTS = tuple(InjectionScan)
+DEFAULT_CONTEXT = InjectionScan.PROMPT
 
 # Encoded variants: at most this many blobs per text, each decoded up to this many
 # characters, and ROT13 applied to at most the first ROT13_CHARS of the text.
@@ -268,9 +270,9 @@ def _decoded_variants(text: str) -> Iterable[tuple[str, str]]:
 
 
 def rules_for(context: str) -> tuple[Rule, ...]:
-    if context == "off":
+    if context == InjectionScan.OFF:
         return ()
-    if context == "shell":
+    if context == InjectionScan.SHELL:
         return tuple(r for r in RULES if r.in_shell)
     return RULES
 
@@ -305,7 +307,7 @@ def critical(findings: Iterable[Finding]) -> list[Finding]:
 def applies_in(rule: str, context: str) -> bool:
     """Whether a finding of `rule`, recorded with every rule on, counts in `context`.
     A decoded variant counts wherever the prompt rules do: only those decode."""
-    if context == "off":
+    if context == InjectionScan.OFF:
         return False
     known = _BY_NAME.get(rule)
-    return context != "shell" or known is None or known.in_shell
+    return context != InjectionScan.SHELL or known is None or known.in_shell

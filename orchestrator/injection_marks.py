@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import Environment, TemplateSyntaxError, nodes
 
 from orchestrator import injection
+from orchestrator.vocab import InjectionScan
 
 # The same syntax as the prompt sandbox; only parsed here, never rendered.
 _parser = Environment()
@@ -100,7 +101,7 @@ def collect(
 ) -> list[dict[str, str]]:
     """The mark for a step whose prompt is `template`: each finding that counts in
     `context`, of each value the prompt uses, with its source."""
-    if context == "off" or not (inputs_injection or any(st.output_injection for st in earlier)):
+    if context == InjectionScan.OFF or not (inputs_injection or any(st.output_injection for st in earlier)):
         return []
     inputs, steps = used_sources(template, earlier)
     mark = []

@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from orchestrator.vocab import OnFailure, OnInjection, RunIf, RunStatus, StepStatus
+
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # For columns where None means "nothing" and must be SQL NULL (JSON stores a JSON null).
 NullableJSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
@@ -44,7 +46,7 @@ class ApiKey(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    role: Mapped[str] = mapped_column(String(20))
+    role: Mapped[str] = mapped_column(String(20))  # a vocab.Role
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[float] = mapped_column(Float, default=now)
@@ -67,7 +69,8 @@ class WorkflowTemplate(Base):
     retries: Mapped[int] = mapped_column(Integer, default=0)
     retry_backoff_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     # What a step does when what flows into its prompt trips the injection guard.
-    on_injection: Mapped[str] = mapped_column(String(8), default="warn", server_default="warn")
+    on_injection: Mapped[str] = mapped_column(String(8), default=OnInjection.WARN.value,
+                                              server_default=OnInjection.WARN.value)
     created_by: Mapped[str] = mapped_column(String(200), default="system")
     created_at: Mapped[float] = mapped_column(Float, default=now)
     updated_at: Mapped[float] = mapped_column(Float, default=now)
@@ -111,8 +114,8 @@ class PipelineStep(Base):
     template_id: Mapped[int] = mapped_column(
         ForeignKey("workflow_templates.id", ondelete="RESTRICT"), index=True
     )
-    on_failure: Mapped[str] = mapped_column(String(10), default="stop")
-    run_if: Mapped[str] = mapped_column(String(12), default="on_success")
+    on_failure: Mapped[str] = mapped_column(String(10), default=OnFailure.STOP.value)
+    run_if: Mapped[str] = mapped_column(String(12), default=RunIf.ON_SUCCESS.value)
 
     template: Mapped[WorkflowTemplate] = relationship(lazy="selectin")
 
@@ -129,7 +132,7 @@ class PipelineRun(Base):
     # No foreign key: a deleted pipeline's runs are kept with their pipeline_name.
     pipeline_id: Mapped[int] = mapped_column(Integer)
     pipeline_name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(12), default="pending")
+    status: Mapped[str] = mapped_column(String(12), default=RunStatus.PENDING.value)
     current_step: Mapped[int] = mapped_column(Integer, default=0)
     inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # The injection guard's findings per input name, scanned when the run was created.
@@ -163,7 +166,7 @@ class RunStep(Base):
     template_id: Mapped[int] = mapped_column(Integer)
     template_name: Mapped[str] = mapped_column(String(200))
     on_failure: Mapped[str] = mapped_column(String(10))
-    run_if: Mapped[str] = mapped_column(String(12), default="on_success")
+    run_if: Mapped[str] = mapped_column(String(12), default=RunIf.ON_SUCCESS.value)
     agent: Mapped[str] = mapped_column(String(100))
     model: Mapped[str] = mapped_column(String(100))
     prompt: Mapped[str] = mapped_column(Text)
@@ -171,9 +174,10 @@ class RunStep(Base):
     timeout_seconds: Mapped[int] = mapped_column(Integer)
     max_attempts: Mapped[int] = mapped_column(Integer, default=1)
     retry_backoff_seconds: Mapped[float] = mapped_column(Float, default=0.0)
-    on_injection: Mapped[str] = mapped_column(String(8), default="warn", server_default="warn")
+    on_injection: Mapped[str] = mapped_column(String(8), default=OnInjection.WARN.value,
+                                              server_default=OnInjection.WARN.value)
     # Execution state
-    status: Mapped[str] = mapped_column(String(12), default="pending")
+    status: Mapped[str] = mapped_column(String(12), default=StepStatus.PENDING.value)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     spawn_id: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[float | None] = mapped_column(Float)
@@ -219,10 +223,10 @@ class AuditEntry(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[float] = mapped_column(Float, default=now)
     actor: Mapped[str] = mapped_column(String(200))
-    role: Mapped[str] = mapped_column(String(20))
+    role: Mapped[str] = mapped_column(String(20))  # a vocab.Role
     # created | updated | deleted | started | advanced | cancelled | rerun | revoked | applied
-    action: Mapped[str] = mapped_column(String(20))
-    target_type: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(20))  # a vocab.AuditAction
+    target_type: Mapped[str] = mapped_column(String(20))  # a vocab.AuditTarget
     target_id: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 

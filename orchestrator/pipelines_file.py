@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from orchestrator.transitions import MAX_STEPS, MIN_STEPS
+from orchestrator.vocab import OnFailure, OnInjection, RunIf
 
 TEMPLATE_DEFAULTS: dict[str, Any] = {
     "description": None,
@@ -31,12 +32,12 @@ TEMPLATE_DEFAULTS: dict[str, Any] = {
     "tags": [],
     "retries": 0,
     "retry_backoff_seconds": 0,
-    "on_injection": "warn",
+    "on_injection": OnInjection.WARN.value,  # plain strings: these are written as YAML
 }
 # Which stored object an item is, and how steps refer to it: never sent as fields.
 REFERENCES = ("id", "ref")
 TEMPLATE_FIELDS = ("name", "prompt", *TEMPLATE_DEFAULTS)
-STEP_DEFAULTS: dict[str, Any] = {"on_failure": "stop", "run_if": "on_success"}
+STEP_DEFAULTS: dict[str, Any] = {"on_failure": OnFailure.STOP.value, "run_if": RunIf.ON_SUCCESS.value}
 PIPELINE_FIELDS = ("name", "description", "steps")
 
 
@@ -352,8 +353,8 @@ def describe(changes: list[Change]) -> list[str]:
 def _short(value: Any) -> str:
     if isinstance(value, list) and value and isinstance(value[0], dict) and "template" in value[0]:
         text = " -> ".join(
-            s["template"] + ("" if s["on_failure"] == "stop" else " (continue)")
-            + ("" if s["run_if"] == "on_success" else f" [{s['run_if']}]") for s in value)
+            s["template"] + ("" if s["on_failure"] == OnFailure.STOP else " (continue)")
+            + ("" if s["run_if"] == RunIf.ON_SUCCESS else f" [{s['run_if']}]") for s in value)
         return f"[{text}]"
     text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
     text = text.removesuffix("...").strip()

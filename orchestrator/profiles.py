@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import injection
+from orchestrator.vocab import Role
 
 BUILTIN = {
     "default": {"runtime": "manual"},
@@ -23,7 +24,7 @@ BUILTIN = {
 
 # Who may write a template on a profile: any operator (the default), or only an admin,
 # for a profile whose sessions can do more than an operator may (run a shell, say).
-EDIT_ROLES = ("operator", "admin")
+EDIT_ROLES = (Role.OPERATOR, Role.ADMIN)
 # The service's own secrets in the worker's environment, which no session may be given.
 SERVICE_SECRET_ENV = ("API_KEY", "DATABASE_URL", "BROKER_URL")
 SERVICE_SECRET_PREFIX = "FLOWER_"
@@ -44,7 +45,7 @@ class Profile:
 
     @property
     def edit_role(self) -> str:
-        return self.options.get("edit_role") or "operator"
+        return self.options.get("edit_role") or Role.OPERATOR
 
     def secret_env_owner(self, name: str) -> str | None:
         """Whose secret the worker's variable `name` is, if it is not this profile's to
@@ -75,7 +76,7 @@ def load_profiles(path: str | None) -> dict[str, Profile]:
         for name, table in agents.items():
             if not isinstance(table, dict) or "runtime" not in table:
                 raise ProfileError(f"{path}: agents.{name} needs a runtime")
-            if table.get("edit_role", "operator") not in EDIT_ROLES:
+            if table.get("edit_role", Role.OPERATOR) not in EDIT_ROLES:
                 raise ProfileError(f"{path}: agents.{name}: edit_role must be one of "
                                    f"{', '.join(EDIT_ROLES)}, got {table['edit_role']!r}")
             raw[name] = dict(table)

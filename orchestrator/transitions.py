@@ -8,32 +8,43 @@ what the returned `Decision` says. Expected refusals are return values, never ex
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 
-# Run statuses
-PENDING = "pending"
-RUNNING = "running"
-COMPLETED = "completed"
-FAILED = "failed"
-CANCELLED = "cancelled"
-# Step statuses add one of their own
-SKIPPED = "skipped"
+from orchestrator.vocab import OnFailure, RunIf, RunStatus, StepStatus
 
-RUN_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
-STEP_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, SKIPPED)
+# Short names for the statuses the decisions below use (a run's and a step's share
+# their values; SKIPPED is a step's only).
+PENDING = RunStatus.PENDING
+RUNNING = RunStatus.RUNNING
+COMPLETED = RunStatus.COMPLETED
+FAILED = RunStatus.FAILED
+CANCELLED = RunStatus.CANCELLED
+SKIPPED = StepStatus.SKIPPED
+
+RUN_STATUSES = tuple(RunStatus)
+STEP_STATUSES = tuple(StepStatus)
 RUN_TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 STEP_TERMINAL = frozenset({COMPLETED, FAILED, SKIPPED})
-
-ON_FAILURE = ("stop", "continue")
-# When a step runs: `on_success` (default) only while no `stop` failure has halted the
-# run; `on_failure` only after some earlier step failed; `always` in every case.
-RUN_IF = ("on_success", "on_failure", "always")
 
 CANCELLED_ERROR = "cancelled"
 
 # How many steps a pipeline has (SPEC §2).
 MIN_STEPS = 2
 MAX_STEPS = 50
+
+
+class Refusal(StrEnum):
+    """Why a proposal was refused, for machines (the `code` of a 409); `reason` says it
+    for people."""
+
+    ALREADY_FINISHED = "already_finished"  # the run has ended
+    STEP_MISMATCH = "step_mismatch"  # the proposal names a step that is not the current one
+    ATTEMPT_MISMATCH = "attempt_mismatch"  # ... or an attempt that is not the step's
+    STEP_NOT_PENDING = "step_not_pending"  # a claim of a step already claimed or ended
+    STEP_NOT_RUNNING = "step_not_running"  # a resolve of a step that is not running
+    NOT_FINISHED = "not_finished"  # a rerun of a run that has not ended
+    NOTHING_TO_RERUN = "nothing_to_rerun"  # every step completed and none was named
+    NO_SUCH_STEP = "no_such_step"  # a rerun from a step the run does not have (INVALID)
 
 
 class Verdict(Enum):
@@ -47,8 +58,8 @@ class StepState:
     index: int
     status: str = PENDING
     attempt: int = 1
-    on_failure: str = "stop"
-    run_if: str = "on_success"
+    on_failure: str = OnFailure.STOP
+    run_if: str = RunIf.ON_SUCCESS
     max_attempts: int = 1
     # seconds to wait before attempt n+1 is `retry_backoff * 2**(n-1)`
     retry_backoff: float = 0.0
@@ -102,6 +113,7 @@ class Enqueue:
 class Decision:
     verdict: Verdict
     reason: str = ""
+    code: Refusal | None = None  # set on every refusal (REJECT or INVALID)
     # the step the proposal is about (claimed or resolved); None for a cancel
     subject: int | None = None
     run_status: str | None = None
@@ -118,13 +130,13 @@ class Decision:
         return self.verdict is Verdict.ACCEPT
 
 
-def reject(reason: str) -> Decision:
-    return Decision(Verdict.REJECT, reason)
+def reject(code: Refusal, reason: str) -> Decision:
+    return Decision(Verdict.REJECT, reason, code)
 
 
 def decide(state: RunState, proposal: Proposal) -> Decision:
     if state.status in RUN_TERMINAL:
-        return reject(f"run is already {state.status}")
+        return reject(Refusal.ALREADY_FINISHED, f"run is already {state.status}")
     if isinstance(proposal, Cancel):
         return _cancel(state)
     if isinstance(proposal, Claim):
@@ -144,12 +156,15 @@ def _cancel(state: RunState) -> Decision:
 
 def _claim(state: RunState, claim: Claim) -> Decision:
     if claim.step_index != state.current_step:
-        return reject(f"step {claim.step_index} is not the current step ({state.current_step})")
+        return reject(Refusal.STEP_MISMATCH,
+                      f"step {claim.step_index} is not the current step ({state.current_step})")
     step = state.steps[claim.step_index]
     if step.attempt != claim.attempt:
-        return reject(f"step {step.index} is at attempt {step.attempt}, not {claim.attempt}")
+        return reject(Refusal.ATTEMPT_MISMATCH,
+                      f"step {step.index} is at attempt {step.attempt}, not {claim.attempt}")
     if step.status != PENDING:
-        return reject(f"step {step.index} attempt {step.attempt} is already {step.status}")
+        return reject(Refusal.STEP_NOT_PENDING,
+                      f"step {step.index} attempt {step.attempt} is already {step.status}")
     return Decision(
         Verdict.ACCEPT,
         "claimed",
@@ -162,13 +177,14 @@ def _claim(state: RunState, claim: Claim) -> Decision:
 def _resolve(state: RunState, proposal: Resolve) -> Decision:
     index = state.current_step if proposal.step_index is None else proposal.step_index
     if index != state.current_step:
-        return reject(f"step {index} is not the current step ({state.current_step})")
+        return reject(Refusal.STEP_MISMATCH, f"step {index} is not the current step ({state.current_step})")
     step = state.steps[index]
     if proposal.attempt is not None and proposal.attempt != step.attempt:
-        return reject(f"step {index} is at attempt {step.attempt}, not {proposal.attempt}")
+        return reject(Refusal.ATTEMPT_MISMATCH,
+                      f"step {index} is at attempt {step.attempt}, not {proposal.attempt}")
     allowed = (RUNNING, PENDING) if proposal.allow_pending else (RUNNING,)
     if step.status not in allowed:
-        return reject(f"step {index} is {step.status}, not running")
+        return reject(Refusal.STEP_NOT_RUNNING, f"step {index} is {step.status}, not running")
 
     d = Decision(Verdict.ACCEPT, "completed" if proposal.success else "failed", subject=index)
     if step.status == RUNNING:
@@ -191,14 +207,14 @@ def _move_on(state: RunState, finished: int, d: Decision) -> None:
     """Pick the next step to run after `finished`, skipping those whose run_if says no."""
     statuses = {s.index: d.steps.get(s.index, s.status) for s in state.steps}
     halted = any(
-        statuses[s.index] == FAILED and s.on_failure == "stop" for s in state.steps
+        statuses[s.index] == FAILED and s.on_failure == OnFailure.STOP for s in state.steps
     )
     any_failed = any(statuses[s.index] == FAILED for s in state.steps)
     for step in state.steps[finished + 1 :]:
         runs = {
-            "on_success": not halted,
-            "on_failure": any_failed,
-            "always": True,
+            RunIf.ON_SUCCESS: not halted,
+            RunIf.ON_FAILURE: any_failed,
+            RunIf.ALWAYS: True,
         }[step.run_if]
         if runs:
             d.current_step = step.index
@@ -218,15 +234,16 @@ def plan_rerun(status: str, steps: list[StepState], from_step: int | None) -> De
     pipeline's concurrency, a budget) are to refuse here as they will for a start.
     """
     if status not in RUN_TERMINAL:
-        return reject(f"run is {status}: only a finished run can be rerun")
+        return reject(Refusal.NOT_FINISHED, f"run is {status}: only a finished run can be rerun")
     if from_step is None:
         from_step = next((s.index for s in steps if s.status != COMPLETED), None)
         if from_step is None:
-            return reject("every step of the run completed: name a step to rerun (from_step)")
+            return reject(Refusal.NOTHING_TO_RERUN,
+                          "every step of the run completed: name a step to rerun (from_step)")
     if not 0 <= from_step < len(steps):
         return Decision(Verdict.INVALID,
                         f"from_step must be from 0 to {len(steps) - 1}: the run has {len(steps)} "
-                        "steps")
+                        "steps", Refusal.NO_SUCH_STEP)
     fresh = [StepState(s.index, PENDING, 1, s.on_failure, s.run_if, s.max_attempts,
                        s.retry_backoff) for s in steps[from_step:]]
     d = Decision(Verdict.ACCEPT, "rerun", subject=from_step)

@@ -206,11 +206,17 @@ def test_invalid_action_and_command_bodies(api, unchanged, fixtures):
 
 def test_state_conflicts_are_409(api, unchanged, fixtures):
     done = fixtures["finished_run"]["id"]
-    expect(api.call("POST", RUN, {"action": "advance", "run_id": done, "success": True}), 409)
-    expect(api.call("POST", RUN, {"action": "cancel", "run_id": done}), 409)
+    advance = api.call("POST", RUN, {"action": "advance", "run_id": done, "success": True})
+    expect(advance, 409)
+    cancel = api.call("POST", RUN, {"action": "cancel", "run_id": done})
+    expect(cancel, 409)
     rid = fixtures["run"]["id"]
-    expect(api.call("POST", RUN, {"action": "advance", "run_id": rid, "success": True,
-                                  "step_index": 1}), 409, "not the current step")
+    other = api.call("POST", RUN, {"action": "advance", "run_id": rid, "success": True,
+                                   "step_index": 1})
+    expect(other, 409, "not the current step")
+    # Beside the text, a code for machines (its values are the wire format).
+    assert [r.json()["code"] for r in (advance, cancel, other)] == [
+        "already_finished", "already_finished", "step_mismatch"]
 
 
 def test_list_query_validation(api, unchanged):

@@ -151,6 +151,7 @@ def test_an_active_run_or_a_completed_one_without_from_step_is_a_409(api, databa
     assert active.status_code == 409 and "only a finished run" in active.json()["error"]
     whole = api.call("POST", RUN, {"action": "rerun", "run_id": finished["completed"]["id"]})
     assert whole.status_code == 409 and "name a step" in whole.json()["error"]
+    assert [active.json()["code"], whole.json()["code"]] == ["not_finished", "nothing_to_rerun"]
     assert state_digest(database_url) == before
     named = api.wait(rerun(api, finished["completed"]["id"], from_step=1)["id"])
     assert named["status"] == "completed"

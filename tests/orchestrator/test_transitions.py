@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from orchestrator import transitions as t
-from orchestrator.transitions import Cancel, Claim, Resolve, RunState, StepState, decide
+from orchestrator.transitions import Cancel, Claim, Refusal, Resolve, RunState, StepState, decide
 
 RUN_STATUSES = t.RUN_STATUSES
 STEP_STATUSES = t.STEP_STATUSES
@@ -34,6 +34,8 @@ def test_claim_accepted_only_for_a_pending_step_of_an_active_run(run_status, ste
         assert d.run_status == ("running" if run_status == "pending" else None)
     else:
         assert d.steps == {} and d.enqueue == [] and d.reason
+        assert d.code == (Refusal.ALREADY_FINISHED if run_status in t.RUN_TERMINAL
+                          else Refusal.STEP_NOT_PENDING)
 
 
 @pytest.mark.parametrize(
@@ -50,6 +52,9 @@ def test_resolve_accepted_only_for_the_live_current_step(run_status, step_status
         assert d.steps[0] == "completed"
         assert d.current_step == 1 and d.enqueue == [t.Enqueue(1, 1)]
         assert d.terminate == ([0] if step_status == "running" else [])
+    else:
+        assert d.code == (Refusal.ALREADY_FINISHED if run_status in t.RUN_TERMINAL
+                          else Refusal.STEP_NOT_RUNNING)
 
 
 @pytest.mark.parametrize("run_status", RUN_STATUSES)
@@ -61,19 +66,24 @@ def test_cancel_accepted_only_while_the_run_is_active(run_status):
         assert d.run_status == "cancelled"
         assert d.steps == {1: "skipped", 2: "skipped"}
         assert d.terminate == [1]
+        assert d.code is None
+    else:
+        assert d.code == Refusal.ALREADY_FINISHED
 
 
 def test_claim_refuses_a_stale_attempt_and_another_step():
     state = RunState("running", 1, [StepState(0, "completed"), StepState(1, "pending", attempt=2)])
-    assert not decide(state, Claim(1, 1)).accepted
-    assert not decide(state, Claim(0, 1)).accepted
+    assert decide(state, Claim(1, 1)).code == Refusal.ATTEMPT_MISMATCH
+    assert decide(state, Claim(0, 1)).code == Refusal.STEP_MISMATCH
     assert decide(state, Claim(1, 2)).accepted
+    assert decide(state, Resolve(True, 1, 1)).code == Refusal.ATTEMPT_MISMATCH
 
 
 def test_guard_naming_another_step_is_refused():
     state = RunState("running", 1, steps("completed", "running", "pending"))
     d = decide(state, Resolve(True, step_index=0))
     assert not d.accepted and "not the current step" in d.reason
+    assert d.code == Refusal.STEP_MISMATCH
     assert decide(state, Resolve(True, step_index=1)).accepted
     assert decide(state, Resolve(True)).accepted  # no guard: the current step
 
@@ -153,7 +163,7 @@ def test_rerun_accepted_only_for_a_finished_run(run_status):
     assert d.accepted is (run_status in t.RUN_TERMINAL)
     if not d.accepted:
         assert d.verdict is t.Verdict.REJECT and d.steps == {} and d.enqueue == []
-        assert run_status in d.reason
+        assert run_status in d.reason and d.code == Refusal.NOT_FINISHED
 
 
 @pytest.mark.parametrize(
@@ -178,12 +188,14 @@ def test_rerun_starts_afresh_from_the_named_or_first_unfinished_step(statuses, f
 def test_rerun_of_a_fully_completed_run_must_name_a_step():
     d = t.plan_rerun("completed", steps("completed", "completed"), None)
     assert d.verdict is t.Verdict.REJECT and "from_step" in d.reason
+    assert d.code == Refusal.NOTHING_TO_RERUN
 
 
 @pytest.mark.parametrize("from_step", [2, 3, 50])
 def test_rerun_from_a_step_the_run_does_not_have_is_invalid(from_step):
     d = t.plan_rerun("failed", steps("completed", "failed"), from_step)
     assert d.verdict is t.Verdict.INVALID and "from 0 to 1" in d.reason
+    assert d.code == Refusal.NO_SUCH_STEP
 
 
 def test_rerun_after_a_carried_stop_failure_skips_on_success_steps():

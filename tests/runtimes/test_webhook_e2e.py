@@ -130,7 +130,7 @@ def test_callbacks_need_only_their_secret_and_a_refused_one_changes_nothing(
         again = requests.post(url, json=body, timeout=10)
         assert again.status_code == 409, again.text
         assert again.json()["step"]["status"] == step["status"]
-        assert "error" in again.json()
+        assert "error" in again.json() and again.json()["code"] == "already_finished"
     assert state_digest(rt_database_url) == settled
 
 

@@ -1,0 +1,94 @@
+"""The words the product is made of, one enum per concept: run and step statuses, what a
+failed step does, when a step runs, roles, the injection guard's settings, audit actions.
+
+Each is a `StrEnum`, so a member is its wire and database value: validation, the OpenAPI
+document and the code all read the one list here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class OnFailure(StrEnum):
+    """What a failed step does to the run: halt it, or let the next step run."""
+
+    STOP = "stop"
+    CONTINUE = "continue"
+
+
+class RunIf(StrEnum):
+    """When a step runs: `on_success` (default) only while no `stop` failure has halted
+    the run; `on_failure` only after some earlier step failed; `always` in every case."""
+
+    ON_SUCCESS = "on_success"
+    ON_FAILURE = "on_failure"
+    ALWAYS = "always"
+
+
+class Role(StrEnum):
+    """The role ladder, lowest first: each role may do what those before it may."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    def at_least(self, other: str) -> bool:
+        order = list(Role)
+        return order.index(self) >= order.index(Role(other))
+
+
+class OnInjection(StrEnum):
+    """What a step does when what flows into its prompt trips the injection guard."""
+
+    WARN = "warn"
+    FAIL = "fail"
+
+
+class InjectionScan(StrEnum):
+    """How an agent profile's prompts are scanned: as prompts, as shell programs, or not."""
+
+    PROMPT = "prompt"
+    SHELL = "shell"
+    OFF = "off"
+
+
+class AuditAction(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+    STARTED = "started"
+    ADVANCED = "advanced"
+    CANCELLED = "cancelled"
+    RERUN = "rerun"
+    REVOKED = "revoked"
+    APPLIED = "applied"
+
+
+class AuditTarget(StrEnum):
+    TEMPLATE = "template"
+    PIPELINE = "pipeline"
+    RUN = "run"
+    KEY = "key"
+
+
+def values(enum: type[StrEnum]) -> list[str]:
+    """The plain strings of an enum, for places that want no enum members (click choices,
+    JSON Schema enums)."""
+    return [m.value for m in enum]
