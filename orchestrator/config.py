@@ -1,6 +1,6 @@
 """Configuration read from the environment, with the embedded defaults.
 
-Every knob the service has is a field here, so the README's configuration table and the
+Every knob the service has is a field here, so docs/configuration.md's table and the
 code cannot drift apart: `Settings.from_env()` is the only place that reads os.environ.
 """
 
@@ -98,8 +98,8 @@ class Settings:
     output_max_chars: int = 65536
     max_body_bytes: int = 1024 * 1024
     db_pool_size: int = 5
-    # Mutating requests allowed per API key (or client address) per window; 0 turns
-    # rate limiting off.
+    # Requests allowed per window in each rate-limit bucket (by address before a key
+    # authenticates, by key for its mutations, by step for callbacks); 0 turns it off.
     rate_limit: int = 600
     rate_limit_window_seconds: float = 60.0
     # How long an `Idempotency-Key` on a start is remembered.

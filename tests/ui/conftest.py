@@ -1,18 +1,22 @@
 """Browser fixtures: Debian's Chromium driven by Playwright against the live stack.
 
-Screenshots of the main views land in tests/ui/screenshots/ (committed, to review the views).
+Screenshots of the main views are committed in tests/ui/screenshots/, to review the views.
+A run writes them there only with UPDATE_SCREENSHOTS=1 (else into a temporary folder), so
+the suite leaves the work tree as it found it.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-SHOTS = Path(__file__).parent / "screenshots"
+SHOTS = (Path(__file__).parent / "screenshots" if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+         else Path(tempfile.gettempdir()) / "orchestrator-ui-screenshots")
 
 
 def _missing(reason: str) -> None:

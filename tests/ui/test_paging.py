@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.ui.conftest import shot, sign_in
-from tests.ui.spec_shapes import LISTS, paged_lists
+from tests.ui.spec_shapes import LISTS, whole_lists
 from tests.ui.test_ui_browser import unique
 
 
@@ -75,8 +75,7 @@ def made(api):
 def test_template_and_pipeline_lists_page_by_fifty_newest_first(open_page, keys, api, many):
     templates = newest_first(api, "/api/workflows", "templates")
     pipelines = newest_first(api, "/api/pipelines", "pipelines")
-    page = open_page()
-    page.route(LISTS, paged_lists())
+    page = open_page()  # the server pages the lists itself
 
     sign_in(page, keys["operator"])
 
@@ -122,7 +121,7 @@ def test_template_and_pipeline_lists_page_by_fifty_newest_first(open_page, keys,
 def test_without_total_the_list_is_whole_and_newest_first(open_page, keys, api, many):
     templates = newest_first(api, "/api/workflows", "templates")
     page = open_page()
-    page.route(LISTS, paged_lists(with_total=False))
+    page.route(LISTS, whole_lists)
 
     sign_in(page, keys["viewer"])
     page.click("[data-nav=templates]")
