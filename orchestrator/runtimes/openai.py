@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any
 
+from orchestrator import masking
 from orchestrator.profiles import Profile
 from orchestrator.runtimes import AgentSession, Outcome, SpawnError, SpawnRequest, httpio, register
 
@@ -201,7 +202,7 @@ class _Completion(threading.Thread):
 
     def _scrub(self, text: str) -> str:
         """A server may quote the key back in an error; it must not reach the step."""
-        return text.replace(self.key, "[redacted]") if self.key else text
+        return text.replace(self.key, masking.MASK) if self.key else text
 
 
 def _seconds(value: str | None) -> float | None:

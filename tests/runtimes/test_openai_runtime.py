@@ -202,7 +202,7 @@ def test_the_key_is_scrubbed_from_errors_a_server_quotes_it_in(llm, model):
     llm.script(model, fakes.error(401, f"Incorrect API key provided: {KEY}."))
     outcome, _ = run(runtime(llm), request(model))
     assert KEY not in outcome.error
-    assert outcome.error == f"401 from {url(llm)}: Incorrect API key provided: [redacted]."
+    assert outcome.error == f"401 from {url(llm)}: Incorrect API key provided: ***."
 
 
 def test_content_parts_are_joined(llm, model):
