@@ -187,16 +187,25 @@ def watch(run: dict[str, Any], as_json: bool, interval: float) -> dict[str, Any]
         sys.exit(130)
 
 
+def follow_options(command):
+    """--follow, --interval and --json, for the commands that make a run."""
+    for option in reversed([
+        click.option("--follow", "-f", is_flag=True,
+                     help="Show the run live until it ends; exit 0 only if it completed."),
+        click.option("--interval", default=0.5, show_default=True, type=float,
+                     help="Seconds between polls while following."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print the API's JSON (the final state with --follow)."),
+    ]):
+        command = option(command)
+    return command
+
+
 @runs_group.command(name="start")
 @click.argument("pipeline")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
               help="A run input (repeatable); KEY:=JSON for a non-string value.")
-@click.option("--follow", "-f", is_flag=True,
-              help="Show the run live until it ends; exit 0 only if it completed.")
-@click.option("--interval", default=0.5, show_default=True, type=float,
-              help="Seconds between polls while following.")
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON (the final state "
-              "with --follow).")
+@follow_options
 @calling_api
 def runs_start(pipeline: str, inputs: tuple[str, ...], follow: bool, interval: float,
                as_json: bool) -> None:
@@ -282,12 +291,7 @@ def runs_advance(run_id: int, outcome: str | None, error: str | None, step: int 
                    "carried over as they ended. Default: the first that did not complete.")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
               help="Replace the run's inputs (repeatable); default: the source run's.")
-@click.option("--follow", "-f", is_flag=True,
-              help="Show the new run live until it ends; exit 0 only if it completed.")
-@click.option("--interval", default=0.5, show_default=True, type=float,
-              help="Seconds between polls while following.")
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON (the final state "
-              "with --follow).")
+@follow_options
 @calling_api
 def runs_rerun(run_id: int, from_step: int | None, inputs: tuple[str, ...], follow: bool,
                interval: float, as_json: bool) -> None:
