@@ -3,9 +3,6 @@ of a stream whose process died frees itself; open streams never starve /healthz.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -19,7 +16,7 @@ from api.streams import LEASE_SECONDS, FileLeases, RedisLeases
 from orchestrator import db
 from orchestrator.auth import create_key
 from tests.conftest import ADMIN_KEY, free_port
-from tests.support import wait_http
+from tests.support import serve
 
 
 def new_key(role: str = "viewer") -> str:
@@ -99,19 +96,11 @@ def test_streams_open_when_redis_is_down(settings):
 def one_worker_api(stack):
     """`orchestrator api` with one gunicorn worker, so that one process serves every stream."""
     port = free_port()
-    log = open(stack.workdir / "caps-api.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        env={**stack.env, "BROKER_PREFIX": f"caps-{uuid.uuid4().hex[:8]}:"},
-        cwd=stack.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(base + "/healthz", 30, proc)
+    with serve([sys.executable, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", "1"],
+               {**stack.env, "BROKER_PREFIX": f"caps-{uuid.uuid4().hex[:8]}:"},
+               stack.workdir, "caps-api.log", "/healthz", port) as base:
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(15)
 
 
 def test_open_streams_do_not_starve_the_api(one_worker_api):

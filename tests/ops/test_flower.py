@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import time
 
@@ -12,29 +9,16 @@ import pytest
 import requests
 
 from tests.conftest import free_port
-from tests.support import wait_http
+from tests.support import serve
 
 
 @pytest.fixture(scope="module")
 def flower(stack):
     port = free_port()
     env = {**stack.env, "FLOWER_UNAUTHENTICATED_API": "true"}
-    log = open(stack.workdir / "flower.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "flower", "--address", "127.0.0.1", "--port", str(port)],
-        env=env, cwd=stack.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(base + "/healthcheck", 30, proc)
+    with serve([sys.executable, "-m", "cli", "flower", "--address", "127.0.0.1", "--port",
+                str(port)], env, stack.workdir, "flower.log", "/healthcheck", port) as base:
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def poll(check, timeout: float = 30):
