@@ -88,6 +88,7 @@ REQUEST_MODELS = (TemplateCreate, TemplateUpdate, PipelineCreate, PipelineUpdate
                   StartRun, AdvanceRun, CancelRun, RerunRun, KeyCreate, CallbackBody)
 RUN_ACTIONS = {"StartRun": "start", "AdvanceRun": "advance", "CancelRun": "cancel",
                "RerunRun": "rerun"}
+RENAMED = {"PipelineStepIn": "StepIn", "Callback": "CallbackBody"}
 # Enums responses carry (request models bring their own): one component per vocab enum.
 RESPONSE_ENUMS = (RunStatus, StepStatus, OnFailure, RunIf, OnInjection, Role, AuditAction,
                   AuditTarget)
@@ -103,6 +104,9 @@ def generated_schemas() -> dict[str, Any]:
             schema["properties"] = {"action": {"const": action}, **schema["properties"]}
             schema["required"] = ["action", *schema["required"]]
         out[model.__name__] = schema
+    # The names these had when written by hand, kept for clients generated from them.
+    for old, new in RENAMED.items():
+        out[old] = {"$ref": f"#/components/schemas/{new}"}
     return out
 
 

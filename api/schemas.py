@@ -211,7 +211,7 @@ class RerunRun(Strict):
     from_step: Annotated[StrictInt, Field(ge=0)] | None = Field(
         None, description="The first step to run again (default: the first that did not "
                           "complete); the steps before it are carried over as they ended")
-    inputs: dict[str, Any] | None = Field(None, description="Default: the source run's inputs")
+    inputs: SmallObject | None = Field(None, description="Default: the source run's inputs")
 
 
 class AdvanceRun(Strict):

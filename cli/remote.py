@@ -19,7 +19,7 @@ import click
 
 from cli.follow import TERMINAL, Follower, elapsed, header, step_lines
 from cli.http import DEFAULT_URL, ApiFailure, Client
-from orchestrator.vocab import OnFailure, RunIf, RunStatus, values
+from orchestrator.vocab import OnFailure, RunIf, RunStatus, StepStatus, values
 
 API_ERROR = 3
 
@@ -210,9 +210,9 @@ def follow_options(command):
 def runs_start(pipeline: str, inputs: tuple[str, ...], follow: bool, interval: float,
                as_json: bool) -> None:
     """Start a run of PIPELINE (a name or an id)."""
-    values = parse_inputs(inputs)
+    run_inputs = parse_inputs(inputs)
     api = client()
-    run = api.start(resolve_pipeline(api, pipeline)["id"], values)
+    run = api.start(resolve_pipeline(api, pipeline)["id"], run_inputs)
     if follow:
         run = watch(run, as_json, interval)
     elif not as_json:
@@ -279,7 +279,7 @@ def runs_advance(run_id: int, outcome: str | None, error: str | None, step: int 
         return
     steps = run["steps_snapshot"]
     now = steps[index]["status"] if index < len(steps) else "?"
-    if now == RunStatus.PENDING:
+    if now == StepStatus.PENDING:
         now = f"failed, retrying (attempt {steps[index]['attempt']})"
     click.echo(f"run #{run['id']}: step {index + 1} {now}; run {run['status']}")
 
@@ -296,8 +296,9 @@ def runs_advance(run_id: int, outcome: str | None, error: str | None, step: int 
 def runs_rerun(run_id: int, from_step: int | None, inputs: tuple[str, ...], follow: bool,
                interval: float, as_json: bool) -> None:
     """A new run of finished run RUN's own steps, from a step on."""
-    values = parse_inputs(inputs)
-    run = client().rerun(run_id, None if from_step is None else from_step - 1, values or None)
+    run_inputs = parse_inputs(inputs)
+    run = client().rerun(run_id, None if from_step is None else from_step - 1,
+                         run_inputs or None)
     if follow:
         run = watch(run, as_json, interval)
     elif not as_json:

@@ -190,7 +190,11 @@ def sized(n: int) -> dict:
 def test_parameters_and_inputs_are_capped_at_64_kib(client, database_url):
     pid = pipeline(client)["id"]
     assert template(client, parameters=sized(65536))["parameters"] == sized(65536)
-    assert start(client, pid, inputs=sized(65536)).status_code == 201
+    full = start(client, pid, inputs=sized(65536))
+    assert full.status_code == 201
+    finished = full.get_json()["run"]["id"]
+    assert client.post("/api/pipelines/run", headers=ADMIN, json={
+        "action": "cancel", "run_id": finished}).status_code == 202
     before = state_digest(database_url)
     tid = template(client)["id"]
     after_template = state_digest(database_url)
@@ -199,6 +203,8 @@ def test_parameters_and_inputs_are_capped_at_64_kib(client, database_url):
                     json={"name": "big", "prompt": "p", "parameters": sized(65537)}),
         client.put("/api/workflows", headers=ADMIN, json={"id": tid, "parameters": sized(65537)}),
         start(client, pid, inputs=sized(65537)),
+        client.post("/api/pipelines/run", headers=ADMIN, json={
+            "action": "rerun", "run_id": finished, "inputs": sized(65537)}),
     ]
     for resp in refused:
         assert resp.status_code == 400
