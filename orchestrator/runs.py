@@ -513,7 +513,8 @@ def _write(s: Session, tr: Transition, ts: float, count_finished: bool = True) -
     ]
     if events:
         conn.execute(insert(EVENTS), events)
-    for index, status in sorted(tr.decision.steps.items()):  # (at most one: the subject)
+    # Only a step that ran and ended (completed or failed) has a duration to count.
+    for index, status in sorted(tr.decision.steps.items()):
         step = tr.steps[index]
         if status in _FINAL and step.started_at is not None and step.completed_at is not None:
             durations.observe(conn, tr.run.id, step.template_name, step.agent, status,

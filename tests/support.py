@@ -124,28 +124,6 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
-@contextlib.contextmanager
-def serve(argv: list[str], env: dict[str, str], workdir: Path, log_name: str,
-          health: str, port: int) -> Iterator[str]:
-    """Run one of the service's commands in a process group of its own until the block
-    ends; yields its base URL once `health` answers there."""
-    log = open(workdir / log_name, "ab")
-    proc = subprocess.Popen(argv, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(base + health, 30, proc)
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-
-
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -170,14 +148,28 @@ class Stack:
         self.concurrency = worker_concurrency
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen:
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Run `orchestrator ARGS` with this stack's environment (plus `env`)."""
         log = open(self.workdir / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", *args], env=self.env, cwd=self.workdir,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "cli", *args], env={**self.env, **(env or {})},
+            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        log.close()  # the child has its own copy
         self.procs[name] = proc
         return proc
+
+    @contextlib.contextmanager
+    def serving(self, name: str, port: int, health: str, *args: str,
+                env: dict[str, str] | None = None) -> Iterator[str]:
+        """`spawn`, until the block ends; yields the base URL once `health` answers."""
+        proc = self.spawn(name, *args, env=env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(base + health, 30, proc)
+            yield base
+        finally:
+            self.stop(name)
 
     def start_worker(self, name: str = "worker", concurrency: int | None = None) -> subprocess.Popen:
         return self.spawn(name, "worker", "--concurrency", str(concurrency or self.concurrency),

@@ -3,7 +3,6 @@ of a stream whose process died frees itself; open streams never starve /healthz.
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,6 @@ from api.streams import LEASE_SECONDS, FileLeases, RedisLeases
 from orchestrator import db
 from orchestrator.auth import create_key
 from tests.conftest import ADMIN_KEY, free_port
-from tests.support import serve
 
 
 def new_key(role: str = "viewer") -> str:
@@ -96,10 +94,9 @@ def test_streams_open_when_redis_is_down(settings):
 def one_worker_api(stack):
     """`orchestrator api` with one gunicorn worker, so that one process serves every stream."""
     port = free_port()
-    with serve([sys.executable, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", "1"],
-               {**stack.env, "BROKER_PREFIX": f"caps-{uuid.uuid4().hex[:8]}:"},
-               stack.workdir, "caps-api.log", "/healthz", port) as base:
+    with stack.serving("caps-api", port, "/healthz", "api", "--host", "127.0.0.1",
+                       "--port", str(port), "--workers", "1",
+                       env={"BROKER_PREFIX": f"caps-{uuid.uuid4().hex[:8]}:"}) as base:
         yield base
 
 

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import pytest
 import requests
 
 from tests.conftest import free_port
-from tests.support import serve
 
 
 @pytest.fixture(scope="module")
 def flower(stack):
     port = free_port()
-    env = {**stack.env, "FLOWER_UNAUTHENTICATED_API": "true"}
-    with serve([sys.executable, "-m", "cli", "flower", "--address", "127.0.0.1", "--port",
-                str(port)], env, stack.workdir, "flower.log", "/healthcheck", port) as base:
+    with stack.serving("flower", port, "/healthcheck", "flower", "--address", "127.0.0.1",
+                       "--port", str(port), env={"FLOWER_UNAUTHENTICATED_API": "true"}) as base:
         yield base
 
 
