@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import socket
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
@@ -199,6 +201,35 @@ def make_gate(settings: Settings) -> StreamGate:
     else:
         # Processes of one install (same database) share a file; other installs do not.
         name = hashlib.sha256(f"{settings.database_url}|{settings.broker_prefix}".encode())
-        path = Path(tempfile.gettempdir()) / f"orchestrator-streams-{name.hexdigest()[:16]}.db"
-        leases = FileLeases(path, per_host, per_key)
+        try:
+            path = private_dir() / f"streams-{name.hexdigest()[:16]}.db"
+            leases = FileLeases(path, per_host, per_key)
+        except OSError as exc:
+            log.warning("stream caps shared by no other process: %s", exc)
+            leases = NoLeases()
     return StreamGate(leases, settings.events_max_streams_per_process)
+
+
+def private_dir() -> Path:
+    """This user's own folder under the temporary one. A file at a predictable path in a
+    shared /tmp could be made first by another local user and filled with leases that
+    never end; a folder that is not this user's alone is refused instead."""
+    folder = Path(tempfile.gettempdir()) / f"orchestrator-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    st = folder.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise OSError(f"{folder} is not a folder of this user's alone (mode 0700)")
+    return folder
+
+
+class NoLeases:
+    """No shared counts: only the per-process cap holds."""
+
+    def take(self, slot: str, owner: str, now: float) -> str | None:
+        return None
+
+    def renew(self, slot: str, owner: str, now: float) -> None:
+        pass
+
+    def drop(self, slot: str, owner: str) -> None:
+        pass

@@ -3,6 +3,8 @@ of a stream whose process died frees itself; open streams never starve /healthz.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from api import create_app
+from api import create_app, streams
 from api.streams import LEASE_SECONDS, FileLeases, RedisLeases
 from orchestrator import db
 from orchestrator.auth import create_key
@@ -128,3 +130,16 @@ def test_open_streams_do_not_starve_the_api(one_worker_api):
     finally:
         for resp in answers:
             resp.close()
+
+
+def test_the_caps_file_lives_in_a_folder_of_the_services_user_alone(settings, tmp_path,
+                                                                     monkeypatch):
+    """Not at a predictable path in a shared /tmp, where another user could make it first."""
+    monkeypatch.setattr(streams.tempfile, "gettempdir", lambda: str(tmp_path))
+    no_redis = dataclasses.replace(settings, broker_url="memory://")
+    gate = streams.make_gate(no_redis)
+    folder = tmp_path / f"orchestrator-{os.getuid()}"
+    assert isinstance(gate.leases, FileLeases) and gate.leases.path.parent == folder
+    assert folder.stat().st_mode & 0o777 == 0o700
+    folder.chmod(0o777)  # as if someone else had made it, open to all
+    assert isinstance(streams.make_gate(no_redis).leases, streams.NoLeases)
