@@ -4,6 +4,7 @@ shown newest first too. What these tests create is deleted after them."""
 
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -17,6 +18,15 @@ from tests.ui.test_ui_browser import unique
 def ids_on(page, selector: str, attr: str) -> list[int]:
     return [int(x) for x in page.locator(selector).evaluate_all(
         f"els => els.map(e => e.dataset.{attr})")]
+
+
+def expect_ids(page, selector: str, attr: str, want: list[int], timeout: float = 10) -> None:
+    """The cards show exactly `want`, in order, once the page has drawn them (the pager's
+    label may change a moment before the list does)."""
+    deadline = time.monotonic() + timeout
+    while (shown := ids_on(page, selector, attr)) != want and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert shown == want
 
 
 def newest_first(api, path: str, key: str) -> list[int]:
@@ -82,7 +92,7 @@ def test_template_and_pipeline_lists_page_by_fifty_newest_first(open_page, keys,
     pager = page.locator("#pipelines-pager")
     expect(pager.locator(".pager-range")).to_have_text(f"1–50 of {len(pipelines)} pipelines")
     expect(page.locator(".pipeline")).to_have_count(50)
-    assert ids_on(page, ".pipeline", "pipelineId") == pipelines[:50]
+    expect_ids(page, ".pipeline", "pipelineId", pipelines[:50])
     assert pipelines[0] == many.pipelines[-1]  # the one made last is on top
     expect(pager.locator("[data-page=previous]")).to_be_disabled()
     asked = []
@@ -90,7 +100,7 @@ def test_template_and_pipeline_lists_page_by_fifty_newest_first(open_page, keys,
     pager.locator("[data-page=next]").click()
     expect(pager.locator(".pager-range")).to_have_text(
         f"51–{min(100, len(pipelines))} of {len(pipelines)} pipelines")
-    assert ids_on(page, ".pipeline", "pipelineId") == pipelines[50:100]
+    expect_ids(page, ".pipeline", "pipelineId", pipelines[50:100])
     # The total is known: one request reads the window of the next 50 older ones.
     end = len(pipelines) - 50
     assert [parse_qs(urlsplit(u).query) for u in asked] == [
@@ -106,13 +116,13 @@ def test_template_and_pipeline_lists_page_by_fifty_newest_first(open_page, keys,
     page.click("[data-nav=templates]")
     tpager = page.locator("#templates-pager")
     expect(tpager.locator(".pager-range")).to_have_text(f"1–50 of {len(templates)} templates")
-    assert ids_on(page, ".template", "templateId") == templates[:50]
+    expect_ids(page, ".template", "templateId", templates[:50])
     tpager.locator("[data-page=next]").click()
     expect(tpager.locator(".pager-range")).to_contain_text("51–")
-    assert ids_on(page, ".template", "templateId") == templates[50:100]
+    expect_ids(page, ".template", "templateId", templates[50:100])
     tpager.locator("[data-page=previous]").click()
     expect(tpager.locator(".pager-range")).to_have_text(f"1–50 of {len(templates)} templates")
-    assert ids_on(page, ".template", "templateId") == templates[:50]
+    expect_ids(page, ".template", "templateId", templates[:50])
     tpager.scroll_into_view_if_needed()
     shot(page, "templates-paged", full_page=False)
     assert page.errors == []
@@ -126,7 +136,7 @@ def test_without_total_the_list_is_whole_and_newest_first(open_page, keys, api, 
     sign_in(page, keys["viewer"])
     page.click("[data-nav=templates]")
     expect(page.locator(".template")).to_have_count(len(templates))
-    assert ids_on(page, ".template", "templateId") == templates
+    expect_ids(page, ".template", "templateId", templates)
     expect(page.locator("#templates-pager")).to_have_count(0)
 
 
