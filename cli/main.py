@@ -98,6 +98,8 @@ def up(host: str, port: int | None, concurrency: int) -> None:
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     threading.Thread(target=_sweep_forever, args=(tasks.executor(celery), settings),
                      name="sweeper", daemon=True).start()
+    threading.Thread(target=_fire_forever, args=(tasks.executor(celery), settings),
+                     name="schedules", daemon=True).start()
     click.echo(f"Pipeline Orchestrator on http://{host}:{port} "
                f"(database {preflight.safe_url(settings.database_url)}, "
                f"broker {preflight.safe_url(settings.broker_url)})")
@@ -156,6 +158,19 @@ def _sweep_forever(executor, settings: Settings) -> None:
             log.exception("sweep failed")
 
 
+def _fire_forever(executor, settings: Settings) -> None:
+    """`up` has no beat: this thread is its schedules' tick."""
+    from worker.tasks import fire_due_schedules
+
+    log = logging.getLogger("orchestrator.schedules")
+    while True:
+        time.sleep(settings.schedule_tick_seconds)
+        try:
+            fire_due_schedules(executor.dispatcher)
+        except Exception:
+            log.exception("firing schedules failed")
+
+
 # Threads per gunicorn worker; open event streams may take all but a few of them
 # (EVENTS_MAX_STREAMS_PER_PROCESS), so that the rest of the API keeps answering.
 API_THREADS = 16
@@ -212,7 +227,8 @@ def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def beat(celery_args: tuple[str, ...]) -> None:
-    """Celery beat: schedules the sweeper (production; run exactly one)."""
+    """Celery beat: ticks the sweeper and the schedules (production; one is enough, and a
+    second fires no schedule twice)."""
     from worker.app import celery
 
     preflight.check_broker(celery)

@@ -90,6 +90,8 @@ class Settings:
     # renews its lease.
     poll_seconds: float = 0.25
     sweep_seconds: float = 5.0
+    # How often beat checks for schedules whose fire time has passed.
+    schedule_tick_seconds: float = 5.0
     # Steps a worker runs back to back from one message, claiming each next step in the
     # transaction that resolves the last; 0 sends every step through the broker.
     chain_steps: int = 20
@@ -144,6 +146,7 @@ class Settings:
             lease_seconds=_float(env, "STEP_LEASE_SECONDS", 30.0),
             poll_seconds=_float(env, "STEP_POLL_SECONDS", 0.25),
             sweep_seconds=_float(env, "SWEEP_SECONDS", 5.0),
+            schedule_tick_seconds=_float(env, "SCHEDULE_TICK_SECONDS", 5.0),
             chain_steps=_int(env, "CHAIN_STEPS", 20, zero_ok=True),
             requeue_after_seconds=_float(env, "REQUEUE_AFTER_SECONDS", 60.0),
             output_max_chars=_int(env, "OUTPUT_MAX_CHARS", 65536),

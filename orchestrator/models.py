@@ -1,5 +1,5 @@
 """Tables: API keys, workflow templates, pipelines and their steps, runs, run steps, events,
-the step-duration histogram.
+the step-duration histogram, schedules and their fires.
 
 A run copies everything it needs from its pipeline and templates into `run_steps` when it
 starts, so editing or deleting them later never changes a run. `run_events` is append-only
@@ -118,6 +118,46 @@ class PipelineStep(Base):
     run_if: Mapped[str] = mapped_column(String(12), default=RunIf.ON_SUCCESS.value)
 
     template: Mapped[WorkflowTemplate] = relationship(lazy="selectin")
+
+
+class Schedule(Base):
+    """A cron expression that starts runs of a pipeline (see `orchestrator.schedules`)."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (Index("ix_schedules_due", "enabled", "next_fire_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Deleting a pipeline deletes its schedules (its runs are kept: they have no key).
+    pipeline_id: Mapped[int] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="CASCADE"), index=True)
+    # What `apply` knows the schedule by within its pipeline (else its cron and timezone).
+    name: Mapped[str | None] = mapped_column(String(200))
+    cron: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The next fire time; null while disabled. Beat fires a schedule once this has passed.
+    next_fire_at: Mapped[float | None] = mapped_column(Float)
+    last_fired_at: Mapped[float | None] = mapped_column(Float)
+    last_fire_status: Mapped[str | None] = mapped_column(String(12))  # a vocab.FireStatus
+    created_by: Mapped[str] = mapped_column(String(200), default="system")
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    updated_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class ScheduleFire(Base):
+    """One fire time of a schedule, written in the transaction that starts its run: the
+    unique key is what makes a fire time start at most one run, whoever fires it."""
+
+    __tablename__ = "schedule_fires"
+    __table_args__ = (UniqueConstraint("schedule_id", "fire_time"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    fire_time: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(12))  # a vocab.FireStatus
+    run_id: Mapped[int | None] = mapped_column(Integer)  # null when skipped
+    created_at: Mapped[float] = mapped_column(Float, default=now)
 
 
 class PipelineRun(Base):

@@ -86,6 +86,15 @@ class AuditTarget(StrEnum):
     PIPELINE = "pipeline"
     RUN = "run"
     KEY = "key"
+    SCHEDULE = "schedule"
+
+
+class FireStatus(StrEnum):
+    """What a schedule's fire did: started a run, or was skipped by the pipeline's
+    concurrency limit."""
+
+    STARTED = "started"
+    SKIPPED = "skipped"
 
 
 def values(enum: type[StrEnum]) -> list[str]:

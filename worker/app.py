@@ -3,8 +3,9 @@
 A process has one Celery app. The API's is made by `create_app` (api.init_celery, as
 Flask's Celery guide does), and `orchestrator up` runs its worker on that same app; the
 worker-only commands and `celery -A worker.app worker` use `celery` below, made from the
-environment on first use. Step messages go to the `orchestrator.steps` queue; cancels and
-the sweeper to `orchestrator.control`, so a backlog of steps never delays a cancel.
+environment on first use. Step messages go to the `orchestrator.steps` queue; cancels,
+the sweeper and the schedules' tick to `orchestrator.control`, so a backlog of steps never
+delays a cancel.
 """
 
 from __future__ import annotations
@@ -47,12 +48,19 @@ def make_celery(settings: Settings) -> Celery:
             "orchestrator.cancel_session": {"queue": control},
             "orchestrator.sweep": {"queue": control},
             "orchestrator.purge_idempotency_keys": {"queue": control},
+            "orchestrator.fire_schedules": {"queue": control},
         },
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         beat_schedule={
             "sweep": {"task": "orchestrator.sweep", "schedule": settings.sweep_seconds},
+            # A tick that finds nothing due is one indexed query; a late tick fires late,
+            # never twice (see orchestrator.schedules). Expires before the next tick, so
+            # a backlog of ticks behind a stopped worker is not run all at once.
+            "fire-schedules": {"task": "orchestrator.fire_schedules",
+                               "schedule": settings.schedule_tick_seconds,
+                               "options": {"expires": settings.schedule_tick_seconds}},
             "purge-idempotency-keys": {
                 "task": "orchestrator.purge_idempotency_keys", "schedule": 3600.0,
             },

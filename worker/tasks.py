@@ -7,7 +7,8 @@ from functools import cache
 
 from celery import Celery, shared_task
 
-from orchestrator import db, idempotency
+from orchestrator import db, idempotency, schedules
+from orchestrator.effects import Dispatcher
 from orchestrator.executor import Executor
 from orchestrator.profiles import load_profiles
 from worker.dispatch import CeleryDispatcher
@@ -45,3 +46,18 @@ def purge_idempotency_keys(self) -> int:
     settings = self.app.conf.orchestrator_settings
     with db.session() as s:
         return idempotency.purge_expired(s, settings.idempotency_ttl_seconds)
+
+
+@shared_task(name="orchestrator.fire_schedules", bind=True)
+def fire_schedules(self) -> int:
+    return fire_due_schedules(executor(self.app).dispatcher)
+
+
+def fire_due_schedules(dispatcher: Dispatcher, at: float | None = None) -> int:
+    """Fire the schedules that are due (beat's tick, and `up`'s), committing before each
+    new run's first step is sent. Another beat firing at once fires none twice."""
+    with db.session() as s:
+        fired = schedules.fire_due(s, time.time() if at is None else at)
+    for f in fired:
+        dispatcher.dispatch(f.effects)
+    return len(fired)
