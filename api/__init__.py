@@ -50,11 +50,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         pipelines,
         ratelimit,
         runs,
+        schedules,
         workflows,
     )
     from api.errors import register_error_handlers
 
-    for module in (health, workflows, pipelines, runs, admin, apply, audit, openapi):
+    for module in (health, workflows, pipelines, runs, schedules, admin, apply, audit, openapi):
         app.register_blueprint(module.bp)
     headers.init_app(app)
     ratelimit.init_app(app)

@@ -1,7 +1,8 @@
-"""POST /api/apply: templates and pipelines as code, all of a document or none of it.
+"""POST /api/apply: templates, pipelines and schedules as code, all of a document or none.
 
-The document names things (steps name their templates); the plan and every item's checks
-come first, and only a document with no refused item is written, in one transaction.
+The document names things (steps name their templates, schedules their pipelines); the plan
+and every item's checks come first, and only a document with no refused item is written,
+in one transaction.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from api.auth import require
 from api.errors import ApiError, describe_validation
 from api.schemas import (
     PipelineUpdate,
+    ScheduleCreate,
+    ScheduleUpdate,
     TemplateCreate,
     TemplateUpdate,
     json_body,
     pipeline_json,
+    schedule_json,
     template_json,
 )
 from api.workflows import check_template
-from orchestrator import catalog, db
+from orchestrator import catalog, db, schedules
 from orchestrator import pipelines_file as pf
 
 bp = Blueprint("apply", __name__, url_prefix="/api")
@@ -62,10 +66,6 @@ def apply_document():
     dry_run = data.pop("dry_run", False)
     if not isinstance(dry_run, bool):
         raise ApiError(400, "dry_run: must be true or false")
-    schedules = data.pop("schedules", None)
-    if schedules not in (None, []):
-        raise ApiError(400, "schedules: not supported yet (there is no schedule resource); "
-                            "send none, or an empty list")
     doc, problems = pf.parse_items(data, "body")
     items = [_item(p, 400) for p in problems]
     with db.session() as s:
@@ -73,7 +73,8 @@ def apply_document():
             s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPLY_LOCK})
         templates = [template_json(t) for t in catalog.list_templates(s)]
         pipelines = [pipeline_json(p, steps) for p, steps in catalog.list_pipelines(s)]
-        changes, problems = pf.plan_items(doc, templates, pipelines)
+        stored = [schedule_json(sc) for sc in schedules.list_schedules(s)]
+        changes, problems = pf.plan_items(doc, templates, pipelines, stored)
         items += [_item(p, 400) for p in problems]
         writes = [(c, *_checked(s, c)) for c in changes if c.action != "unchanged"]
         items += [item for _, _, item in writes if item is not None]
@@ -82,7 +83,7 @@ def apply_document():
         if not dry_run and writes:
             ids = {t["name"]: t["id"] for t in templates}  # names steps may use unreferenced
             ids.update({c.ref: c.id for c in changes if c.kind == "template" and c.id})
-            _write(s, writes, ids)
+            _write(s, writes, ids, {p["name"]: p["id"] for p in pipelines})
             # One entry for the document, on the first pipeline it writes (if it writes one)
             written = [c.id for c, _, _ in writes if c.kind == "pipeline"]
             record_change(s, "applied", "pipeline", written[0] if written else None)
@@ -108,6 +109,8 @@ def _checked(s: Session, c: pf.Change) -> tuple[dict[str, Any], dict[str, Any] |
         elif c.kind == "template":
             fields = TemplateUpdate.model_validate({"id": c.id, **c.body}).fields(set(c.body))
             check_template(fields, catalog.get_template(s, c.id))
+        elif c.kind == "schedule":
+            fields = _schedule_fields(c)
         else:
             # the steps' templates may not exist yet: any id stands in, to check the rest
             PipelineUpdate.model_validate({"id": 1, **pf.pipeline_body(c.body, _AnyId())})
@@ -119,14 +122,25 @@ def _checked(s: Session, c: pf.Change) -> tuple[dict[str, Any], dict[str, Any] |
     return fields, None
 
 
+def _schedule_fields(c: pf.Change) -> dict[str, Any]:
+    """A schedule's fields as POST or PUT /api/schedules validates them; its pipeline is
+    still a name (the pipeline may not exist yet: any id stands in)."""
+    body = {k: v for k, v in c.body.items() if k != "pipeline"}
+    if c.action == "create":
+        fields = ScheduleCreate.model_validate({"pipeline_id": 1, **body}).model_dump()
+        return {**fields, "pipeline": c.body["pipeline"]}
+    return ScheduleUpdate.model_validate({"id": c.id, **body}).fields(set(body))
+
+
 class _AnyId(dict):
     def __missing__(self, _key: str) -> int:
         return 1
 
 
 def _write(s: Session, writes: list[tuple[pf.Change, dict[str, Any], None]],
-           template_ids: dict[str, int]) -> None:
-    """Templates first, so that pipelines can name the ones this document creates."""
+           template_ids: dict[str, int], pipeline_ids: dict[str, int]) -> None:
+    """Templates first, so that pipelines can name the ones this document creates; then
+    pipelines, which schedules name."""
     for c, fields, _ in writes:
         if c.kind != "template":
             continue
@@ -143,6 +157,17 @@ def _write(s: Session, writes: list[tuple[pf.Change, dict[str, Any], None]],
             c.id = catalog.create_pipeline(s, body, g.identity.name).id
         else:
             catalog.update_pipeline(s, c.id, body)
+        pipeline_ids[c.name] = c.id
+    for c, fields, _ in writes:
+        if c.kind != "schedule":
+            continue
+        if c.action == "create":
+            pipeline = fields["pipeline"]
+            fields = {k: v for k, v in fields.items() if k != "pipeline"}
+            fields["pipeline_id"] = pipeline_ids[pipeline]
+            c.id = schedules.create_schedule(s, fields, g.identity.name).id
+        else:
+            schedules.update_schedule(s, c.id, fields)
 
 
 def _change_json(c: pf.Change) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from api.schemas import (
     PipelineCreate,
     PipelineUpdate,
     RerunRun,
+    ScheduleCreate,
+    ScheduleUpdate,
     StartRun,
     TemplateCreate,
     TemplateUpdate,
@@ -35,6 +37,7 @@ from api.schemas import (
 from orchestrator.vocab import (
     AuditAction,
     AuditTarget,
+    FireStatus,
     OnFailure,
     OnInjection,
     Role,
@@ -85,13 +88,14 @@ EPOCH_OR_NULL = {"type": ["integer", "null"], "description": "Unix epoch seconds
 # Request bodies: generated from the pydantic models that validate them, so the document
 # cannot drift from validation. The run actions add the `action` the view dispatches on.
 REQUEST_MODELS = (TemplateCreate, TemplateUpdate, PipelineCreate, PipelineUpdate, IdBody,
-                  StartRun, AdvanceRun, CancelRun, RerunRun, KeyCreate, CallbackBody)
+                  StartRun, AdvanceRun, CancelRun, RerunRun, KeyCreate, CallbackBody,
+                  ScheduleCreate, ScheduleUpdate)
 RUN_ACTIONS = {"StartRun": "start", "AdvanceRun": "advance", "CancelRun": "cancel",
                "RerunRun": "rerun"}
 RENAMED = {"PipelineStepIn": "StepIn", "Callback": "CallbackBody"}
 # Enums responses carry (request models bring their own): one component per vocab enum.
 RESPONSE_ENUMS = (RunStatus, StepStatus, OnFailure, RunIf, OnInjection, Role, AuditAction,
-                  AuditTarget)
+                  AuditTarget, FireStatus)
 
 
 def generated_schemas() -> dict[str, Any]:
@@ -117,7 +121,8 @@ SCHEMAS: dict[str, Any] = {
     "Error": obj({
         "error": {"type": "string"},
         "items": {"type": "array", "description": "POST /api/apply: each refused item",
-                  "items": obj({"kind": {"enum": ["template", "pipeline", "document"]},
+                  "items": obj({"kind": {"enum": ["template", "pipeline", "schedule",
+                                                  "document"]},
                                 "name": {"type": "string"}, "error": {"type": "string"}},
                                ["kind", "name", "error"])},
     }, ["error"]),
@@ -177,12 +182,20 @@ SCHEMAS: dict[str, Any] = {
                      "on_failure": ref("OnFailure"), "run_if": ref("RunIf")},
                     ["template"])]}},
         }, ["name", "steps"])},
-        "schedules": {"type": "array", "maxItems": 0,
-                      "description": "Not supported yet: absent or empty"},
+        "schedules": {"type": "array", "items": obj({
+            "pipeline": {"type": "string", "description": "The pipeline's name"},
+            "name": {**string(1, 200), "description": (
+                "What the schedule is known by within its pipeline (default: its cron "
+                "and timezone, so that changing either makes another schedule)")},
+            "cron": GENERATED["ScheduleCreate"]["properties"]["cron"],
+            "timezone": {**string(1, 64), "default": "UTC"},
+            "inputs": {"type": "object"},
+            "enabled": {"type": "boolean", "default": True},
+        }, ["pipeline", "cron"])},
         "dry_run": {"type": "boolean", "default": False},
     }),
     "ApplyChange": obj({
-        "kind": {"enum": ["template", "pipeline"]},
+        "kind": {"enum": ["template", "pipeline", "schedule"]},
         "action": {"enum": ["create", "update", "unchanged"]},
         "name": {"type": "string"},
         "id": {"type": ["integer", "null"], "description": "null for a create in a dry run"},
@@ -210,6 +223,24 @@ SCHEMAS: dict[str, Any] = {
         "created_at": EPOCH,
         "updated_at": EPOCH,
     }, ["id", "name", "steps", "use_count", "runs", "created_at", "updated_at"]),
+    "Schedule": obj({
+        "id": {"type": "integer"},
+        "pipeline_id": {"type": "integer"},
+        "name": {"type": ["string", "null"]},
+        "cron": {"type": "string"},
+        "timezone": {"type": "string"},
+        "inputs": {"type": "object"},
+        "enabled": {"type": "boolean"},
+        "next_fire_at": {**EPOCH_OR_NULL, "description": "Unix epoch seconds; null while "
+                                                          "disabled"},
+        "last_fired_at": {**EPOCH_OR_NULL, "description": "The last fire time (epoch "
+                                                           "seconds), or null"},
+        "last_fire_status": {"anyOf": [ref("FireStatus"), {"type": "null"}]},
+        "created_by": {"type": "string"},
+        "created_at": EPOCH,
+        "updated_at": EPOCH,
+    }, ["id", "pipeline_id", "name", "cron", "timezone", "inputs", "enabled", "next_fire_at",
+        "last_fired_at", "last_fire_status", "created_by", "created_at", "updated_at"]),
     "RunStep": obj({
         "step_index": {"type": "integer", "minimum": 0},
         "template_id": {"type": "integer"},
@@ -342,6 +373,7 @@ def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
 QUERY_ID = {"type": "string", "pattern": "^[0-9]{1,10}$"}
 TEMPLATE = {"template": ref("Template")}
 PIPELINE = {"pipeline": ref("Pipeline")}
+SCHEDULE = {"schedule": ref("Schedule")}
 RUN = {"run": ref("Run")}
 
 EDIT_ROLE = ('A template on an agent profile with edit_role = "admin" (one whose prompt '
@@ -399,6 +431,25 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {"200": {"description": "Deleted", "content": json_content(ref("Success"))},
          **errors("404")},
         role=Role.OPERATOR, body="IdBody", mutating=True),
+    ("/api/schedules", "get"): operation(
+        "List schedules in id order",
+        {**ok("200", "Schedules", {"schedules": {"type": "array", "items": ref("Schedule")}}),
+         **errors("404")},
+        role=Role.VIEWER, params=[query("pipeline_id", QUERY_ID, "Only this pipeline's")]),
+    ("/api/schedules", "post"): operation(
+        "Create a schedule: a cron expression in a time zone that starts runs of a pipeline",
+        {**ok("201", "Created", SCHEDULE), **errors("404")},
+        role=Role.OPERATOR, body="ScheduleCreate", mutating=True),
+    ("/api/schedules", "put"): operation(
+        "Update a schedule (only the fields sent; a new cron, timezone or enabled plans "
+        "the next fire from now)",
+        {**ok("200", "Updated", SCHEDULE), **errors("404")},
+        role=Role.OPERATOR, body="ScheduleUpdate", mutating=True),
+    ("/api/schedules", "delete"): operation(
+        "Delete a schedule; the runs it started are kept",
+        {"200": {"description": "Deleted", "content": json_content(ref("Success"))},
+         **errors("404")},
+        role=Role.OPERATOR, body="IdBody", mutating=True),
     ("/api/pipelines/run", "get"): operation(
         "List runs newest first, or one run with ?id=",
         {"200": {"description": "Runs, or one run", "content": json_content({"oneOf": [
@@ -431,7 +482,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                 "pattern": "^[\\x21-\\x7e]+$"}}]),
     },
     ("/api/apply", "post"): operation(
-        "Apply a document of templates and pipelines, all of it or none",
+        "Apply a document of templates, pipelines and schedules, all of it or none",
         {**ok("200", "The plan, carried out unless dry_run",
               {"dry_run": {"type": "boolean"},
                "changes": {"type": "array", "items": ref("ApplyChange")}}),

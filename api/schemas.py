@@ -28,8 +28,9 @@ from pydantic import (
 from api.errors import ApiError
 from orchestrator.attempts import Attempt
 from orchestrator.catalog import Page, StepView
-from orchestrator.models import Pipeline, WorkflowTemplate
+from orchestrator.models import Pipeline, Schedule, WorkflowTemplate
 from orchestrator.records import RunRecord, StepRecord
+from orchestrator.schedules import InvalidSchedule, check_cron, check_timezone
 from orchestrator.transitions import MAX_STEPS, MIN_STEPS
 from orchestrator.vocab import OnFailure, OnInjection, RunIf, StepStatus
 
@@ -226,6 +227,52 @@ class CancelRun(Strict):
     run_id: Id
 
 
+def _checked(check):
+    def validate(value: str) -> str:
+        try:
+            return check(value)
+        except InvalidSchedule as exc:  # a ValueError is what pydantic reports (a 400)
+            raise ValueError(str(exc)) from None
+    return AfterValidator(validate)
+
+
+Cron = Annotated[StrictStr, Field(min_length=1, max_length=200, description=(
+    "A standard 5-field cron expression: minute hour day-of-month month day-of-week")),
+    _checked(check_cron)]
+TimeZone = Annotated[StrictStr, Field(min_length=1, max_length=64, description=(
+    "An IANA time zone name; fire times follow its wall clock")), _checked(check_timezone)]
+ScheduleName = Annotated[StrictStr, Field(min_length=1, max_length=200, description=(
+    "Optional: what `apply` knows the schedule by within its pipeline (else: its cron "
+    "and timezone)"))]
+
+
+class ScheduleCreate(Strict):
+    pipeline_id: Id
+    cron: Cron
+    timezone: TimeZone = "UTC"
+    inputs: SmallObject = Field(default_factory=dict)
+    enabled: StrictBool = True
+    name: ScheduleName | None = None
+
+
+class ScheduleUpdate(Strict):
+    id: Id
+    pipeline_id: Id | None = None
+    cron: Cron | None = None
+    timezone: TimeZone | None = None
+    inputs: SmallObject | None = None
+    enabled: StrictBool | None = None
+    name: ScheduleName | None = None
+
+    def fields(self, sent: set[str]) -> dict[str, Any]:
+        """The columns to write: what the request sent (only `name` may be null)."""
+        out = {k: getattr(self, k) for k in sent if k in type(self).model_fields and k != "id"}
+        for key, value in out.items():
+            if value is None and key != "name":
+                raise ApiError(400, f"{key}: may not be null")
+        return out
+
+
 def json_body() -> dict[str, Any]:
     """The request's JSON object, or a 400 that says what is wrong with it."""
     raw = request.get_data(cache=True)
@@ -350,6 +397,24 @@ def pipeline_json(p: Pipeline, steps: list[StepView] | None = None) -> dict[str,
         "created_by": p.created_by,
         "created_at": epoch(p.created_at),
         "updated_at": epoch(p.updated_at),
+    }
+
+
+def schedule_json(sc: Schedule) -> dict[str, Any]:
+    return {
+        "id": sc.id,
+        "pipeline_id": sc.pipeline_id,
+        "name": sc.name,
+        "cron": sc.cron,
+        "timezone": sc.timezone,
+        "inputs": sc.inputs,
+        "enabled": sc.enabled,
+        "next_fire_at": epoch(sc.next_fire_at),
+        "last_fired_at": epoch(sc.last_fired_at),
+        "last_fire_status": sc.last_fire_status,
+        "created_by": sc.created_by,
+        "created_at": epoch(sc.created_at),
+        "updated_at": epoch(sc.updated_at),
     }
 
 

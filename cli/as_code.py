@@ -3,7 +3,7 @@
 Apply sends the file to `POST /api/apply`, which plans and checks every item and writes
 all of it in one transaction or nothing; it prints the plan (`+` create, `~` update with
 the fields that change, `=` unchanged). `--dry-run` has the server plan and check without
-writing. Export writes the server's templates and pipelines in the same format.
+writing. Export writes the server's templates, pipelines and schedules in the same format.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def _plan(api: Client, doc: pf.Document, dry_run: bool) -> list[pf.Change]:
     """The server's plan for `doc`, carried out unless `dry_run`: all of it, or, when any
     item is refused, none of it (each refused item is listed on stderr)."""
     body = {"templates": doc.templates, "pipelines": doc.pipelines, "dry_run": dry_run}
+    if doc.schedules:  # a server from before schedules refuses the key
+        body["schedules"] = doc.schedules
     try:
         answer = api.post("/api/apply", body)
     except ApiFailure as exc:
@@ -59,8 +61,8 @@ def _plan(api: Client, doc: pf.Document, dry_run: bool) -> list[pf.Change]:
 @client_options
 @calling_api
 def apply_cmd(paths: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
-    """Create or update templates and pipelines, by name, to match the file(s): all of
-    it in one server transaction, or nothing."""
+    """Create or update templates, pipelines and schedules, by name, to match the
+    file(s): all of it in one server transaction, or nothing."""
     try:
         doc = pf.merge([_read(path) for path in paths])
     except pf.FileError as exc:
@@ -91,10 +93,11 @@ def apply_cmd(paths: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
 @client_options
 @calling_api
 def export_cmd(output: str, only: tuple[str, ...]) -> None:
-    """Write the server's templates and pipelines as a file `apply` reads."""
+    """Write the server's templates, pipelines and schedules as a file `apply` reads."""
     api = client()
     try:
-        text = pf.export(api.templates(), api.pipelines(), list(only) or None)
+        text = pf.export(api.templates(), api.pipelines(), list(only) or None,
+                         schedules=api.get("/api/schedules")["schedules"])
     except pf.FileError as exc:
         raise FileProblem(str(exc)) from None
     if output == "-":

@@ -1,4 +1,4 @@
-"""Pipelines as code: a YAML file of templates and pipelines, keyed by name.
+"""Pipelines as code: a YAML file of templates, pipelines and schedules, keyed by name.
 
 `load` validates a document, `plan` compares it with what the server has (as the API
 returns it) and lists the creations and updates that would make the server match, and
@@ -9,6 +9,10 @@ applying an export changes nothing at all. Objects the file does not name are le
 Names are references: a step names its template. Where two templates share a name (the
 API allows it), an item says which one with `id`, and gives itself a `ref`, unique in the
 file, that steps name instead; `export` writes both for every name the server has twice.
+
+A schedule names its pipeline, and is known within it by its `name` if it has one, else by
+its cron and timezone together (so changing the cron of an unnamed schedule in a file
+makes another schedule beside it; give it a `name` to edit it in place).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator.schedules import InvalidSchedule, check_cron, check_timezone
 from orchestrator.transitions import MAX_STEPS, MIN_STEPS
 from orchestrator.vocab import OnFailure, OnInjection, RunIf
 
@@ -39,6 +44,10 @@ REFERENCES = ("id", "ref")
 TEMPLATE_FIELDS = ("name", "prompt", *TEMPLATE_DEFAULTS)
 STEP_DEFAULTS: dict[str, Any] = {"on_failure": OnFailure.STOP.value, "run_if": RunIf.ON_SUCCESS.value}
 PIPELINE_FIELDS = ("name", "description", "steps")
+SCHEDULE_DEFAULTS: dict[str, Any] = {"name": None, "timezone": "UTC", "inputs": {},
+                                     "enabled": True}
+SCHEDULE_FIELDS = ("pipeline", "cron", *SCHEDULE_DEFAULTS)
+SECTIONS = ("templates", "pipelines", "schedules")
 
 
 class FileError(ValueError):
@@ -49,20 +58,21 @@ class FileError(ValueError):
 class Problem:
     """Why one item of a document cannot be applied."""
 
-    kind: str  # "template" | "pipeline" | "document"
+    kind: str  # "template" | "pipeline" | "schedule" | "document"
     name: str
     error: str
 
 
 @dataclass
 class Change:
-    kind: str  # "template" | "pipeline"
+    kind: str  # "template" | "pipeline" | "schedule"
     action: str  # "create" | "update" | "unchanged"
     name: str
     id: int | None = None
     # field -> (current, wanted), for updates
     diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-    # what to send (template fields; pipeline fields with steps by template ref)
+    # what to send (template fields; pipeline fields with steps by template ref; schedule
+    # fields with its pipeline by name)
     body: dict[str, Any] = field(default_factory=dict)
     ref: str | None = None  # a template's ref: what steps call it
 
@@ -71,13 +81,25 @@ class Change:
 class Document:
     templates: list[dict[str, Any]]
     pipelines: list[dict[str, Any]]
+    schedules: list[dict[str, Any]] = field(default_factory=list)
     # what steps may call the template items refused while reading: steps naming them are
     # not blamed as well
     refused: set[str] = field(default_factory=set)
+    # the same for pipelines, which schedules name
+    refused_pipelines: set[str] = field(default_factory=set)
 
 
 def ref_of(template: dict[str, Any]) -> str:
     return template.get("ref") or template["name"]
+
+
+def schedule_key(schedule: dict[str, Any]) -> str:
+    """What a schedule is known by within its pipeline: its name, else cron and timezone."""
+    return schedule.get("name") or f"{schedule['cron']} {schedule['timezone']}"
+
+
+def schedule_label(pipeline: str, schedule: dict[str, Any]) -> str:
+    return f"{pipeline}: {schedule_key(schedule)}"
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -104,32 +126,44 @@ def parse_items(data: Any, source: str = "<body>") -> tuple[Document, list[Probl
     are left out of the document)."""
     if not isinstance(data, dict):
         return Document([], []), [Problem("document", source, f"{source}: expected a mapping "
-                                          "with `templates` and `pipelines`")]
+                                          "with `templates`, `pipelines` and `schedules`")]
     problems: list[Problem] = []
     try:
-        _no_unknown(data, ("templates", "pipelines"), source)
-        raw = {key: _list(data, key, source) for key in ("templates", "pipelines")}
+        _no_unknown(data, SECTIONS, source)
+        raw = {key: _list(data, key, source) for key in SECTIONS}
     except FileError as exc:
         return Document([], []), [Problem("document", source, str(exc))]
     doc = Document([], [])
     for kind, read, out in (("template", _template, doc.templates),
-                            ("pipeline", _pipeline, doc.pipelines)):
+                            ("pipeline", _pipeline, doc.pipelines),
+                            ("schedule", _schedule, doc.schedules)):
         for i, item in enumerate(raw[f"{kind}s"]):
             try:
                 out.append(read(item, f"{source}: {kind}s[{i}]"))
             except FileError as exc:
-                name = item.get("name") if isinstance(item, dict) else None
+                name = _item_name(kind, item)
                 problems.append(Problem(kind, str(name or f"{kind}s[{i}]"), str(exc)))
                 if kind == "template" and isinstance(item, dict):
                     doc.refused |= {str(item[k]) for k in ("name", "ref") if item.get(k)}
+                if kind == "pipeline" and isinstance(item, dict) and item.get("name"):
+                    doc.refused_pipelines.add(str(item["name"]))
     problems += _duplicates(doc, source)
     return doc, problems
+
+
+def _item_name(kind: str, item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return None
+    if kind == "schedule" and isinstance(item.get("pipeline"), str):
+        return f"{item['pipeline']}: {item.get('name') or item.get('cron')}"
+    return item.get("name")
 
 
 def merge(docs: list[Document]) -> Document:
     """Several files applied as one; a name may still appear only once."""
     merged = Document([t for d in docs for t in d.templates],
-                      [p for d in docs for p in d.pipelines])
+                      [p for d in docs for p in d.pipelines],
+                      [sc for d in docs for sc in d.schedules])
     problems = _duplicates(merged, "the files")
     if problems:
         raise FileError(problems[0].error)
@@ -142,6 +176,7 @@ def _duplicates(doc: Document, where: str) -> list[Problem]:
     keys += [("template", f"#{t['id']}") for t in doc.templates if t.get("id")]
     keys += [("pipeline", p["name"] if p.get("id") is None else f"#{p['id']}")
              for p in doc.pipelines]
+    keys += [("schedule", schedule_label(sc["pipeline"], sc)) for sc in doc.schedules]
     return [Problem(kind, name, f"{where}: {kind} {name!r} appears twice")
             for (kind, name), n in Counter(keys).items() if n > 1]
 
@@ -216,6 +251,28 @@ def _pipeline(data: Any, where: str) -> dict[str, Any]:
     return pipeline if data.get("id") is None else {"id": data["id"], **pipeline}
 
 
+def _schedule(data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise FileError(f"{where}: expected a mapping")
+    _no_unknown(data, SCHEDULE_FIELDS, where)
+    out = {**SCHEDULE_DEFAULTS, **data}
+    for key in ("pipeline", "cron", "timezone"):
+        if not isinstance(out.get(key), str) or not out[key]:
+            raise FileError(f"{where}: `{key}` (a non-empty string) is required")
+    if out["name"] is not None and (not isinstance(out["name"], str) or not out["name"]):
+        raise FileError(f"{where}: `name` must be a non-empty string")
+    if not isinstance(out["inputs"], dict):
+        raise FileError(f"{where}: `inputs` must be a mapping")
+    if not isinstance(out["enabled"], bool):
+        raise FileError(f"{where}: `enabled` must be true or false")
+    try:
+        check_cron(out["cron"])
+        check_timezone(out["timezone"])
+    except InvalidSchedule as exc:
+        raise FileError(f"{where}: {exc}") from None
+    return out
+
+
 # -- comparing ---------------------------------------------------------------------------
 
 
@@ -253,19 +310,21 @@ class _Server:
         return {name: objs[0]["id"] for name, objs in self.by_name.items() if len(objs) == 1}
 
 
-def plan(doc: Document, templates: list[dict[str, Any]],
-         pipelines: list[dict[str, Any]]) -> list[Change]:
+def plan(doc: Document, templates: list[dict[str, Any]], pipelines: list[dict[str, Any]],
+         schedules: list[dict[str, Any]] | None = None) -> list[Change]:
     """What applying `doc` would do, given the server's templates and pipelines; FileError
     at the first item that cannot be applied."""
-    changes, problems = plan_items(doc, templates, pipelines)
+    changes, problems = plan_items(doc, templates, pipelines, schedules)
     if problems:
         raise FileError(problems[0].error)
     return changes
 
 
 def plan_items(doc: Document, templates: list[dict[str, Any]],
-               pipelines: list[dict[str, Any]]) -> tuple[list[Change], list[Problem]]:
-    """The plan, and every item's problem (items with one have no change)."""
+               pipelines: list[dict[str, Any]], schedules: list[dict[str, Any]] | None = None,
+               ) -> tuple[list[Change], list[Problem]]:
+    """The plan, and every item's problem (items with one have no change). `schedules` are
+    the server's (as GET /api/schedules answers them)."""
     have_t, have_p = _Server(templates, "template"), _Server(pipelines, "pipeline")
     changes: list[Change] = []
     problems: list[Problem] = []
@@ -323,7 +382,53 @@ def plan_items(doc: Document, templates: list[dict[str, Any]],
             diff["name"] = (current["name"], wanted["name"])
         changes.append(Change("pipeline", "update" if diff else "unchanged", wanted["name"],
                               current["id"], diff, {k: body[k] for k in diff}))
+    blamed = doc.refused_pipelines | {p.name for p in problems if p.kind == "pipeline"}
+    planned = _plan_schedules(doc, have_p, schedules or [], blamed)
+    changes += [c for c in planned if isinstance(c, Change)]
+    problems += [p for p in planned if isinstance(p, Problem)]
     return changes, problems
+
+
+def _plan_schedules(doc: Document, have_p: _Server, schedules: list[dict[str, Any]],
+                    blamed: set[str]) -> list[Change | Problem]:
+    """A schedule's pipeline is one of the file's (which may be new) or the server's one
+    of that name; within it, the schedule is the server's one with the same key."""
+    in_file = {p["name"] for p in doc.pipelines}
+    by_pipeline: dict[int, list[dict[str, Any]]] = {}
+    for sc in schedules:
+        by_pipeline.setdefault(sc["pipeline_id"], []).append(sc)
+    out: list[Change | Problem] = []
+    for wanted in doc.schedules:
+        name, label = wanted["pipeline"], schedule_label(wanted["pipeline"], wanted)
+        if name in blamed:
+            continue  # its pipeline is refused already
+        same = have_p.by_name.get(name, [])
+        if len(same) > 1:
+            out.append(Problem("schedule", label, (
+                f"the server has {len(same)} pipelines named {name!r}: a schedule names its "
+                "pipeline, so rename one of them")))
+            continue
+        if not same and name not in in_file:
+            out.append(Problem("schedule", label, (
+                f"schedule {label!r} names a pipeline that neither the file nor the server "
+                f"has: {name}")))
+            continue
+        current = [sc for sc in by_pipeline.get(same[0]["id"], []) if
+                   schedule_key(sc) == schedule_key(wanted)] if same else []
+        if len(current) > 1:
+            out.append(Problem("schedule", label, (
+                f"pipeline {name!r} has {len(current)} schedules known as "
+                f"{schedule_key(wanted)!r}: give them names, or delete one")))
+            continue
+        if not current:
+            out.append(Change("schedule", "create", label, body=dict(wanted)))
+            continue
+        diff = {k: (current[0][k], wanted[k]) for k in ("cron", "timezone", "inputs",
+                                                          "enabled", "name")
+                if not _same(current[0][k], wanted[k])}
+        out.append(Change("schedule", "update" if diff else "unchanged", label,
+                          current[0]["id"], diff, {k: wanted[k] for k in diff}))
+    return out
 
 
 def _step_keys(steps: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -386,9 +491,9 @@ _Dumper.add_representer(str, _str)
 
 
 def export(templates: list[dict[str, Any]], pipelines: list[dict[str, Any]],
-           only: list[str] | None = None) -> str:
+           only: list[str] | None = None, schedules: list[dict[str, Any]] | None = None) -> str:
     """The server's objects as a file `load` reads back. With `only`, those pipelines and
-    the templates they use."""
+    the templates they use (and their schedules)."""
     if only:
         missing = sorted(set(only) - {p["name"] for p in pipelines})
         if missing:
@@ -405,6 +510,11 @@ def export(templates: list[dict[str, Any]], pipelines: list[dict[str, Any]],
                       for t in templates],
         "pipelines": [_pipeline_out(p, refs, p["name"] in shared_p) for p in pipelines],
     }
+    names = {p["id"]: p["name"] for p in pipelines}
+    written = [_schedule_out(sc, names[sc["pipeline_id"]]) for sc in schedules or []
+               if sc["pipeline_id"] in names]
+    if written:
+        doc["schedules"] = written
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
@@ -435,4 +545,15 @@ def _pipeline_out(p: dict[str, Any], refs: dict[int, str], with_id: bool) -> dic
         ref = refs[s["template_id"]]
         steps.append({"template": ref, **extra} if extra else ref)
     out["steps"] = steps
+    return out
+
+
+def _schedule_out(sc: dict[str, Any], pipeline: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"pipeline": pipeline}
+    if sc.get("name"):
+        out["name"] = sc["name"]
+    out["cron"] = sc["cron"]
+    for key in ("timezone", "inputs", "enabled"):
+        if not _same(sc[key], SCHEDULE_DEFAULTS[key]):
+            out[key] = sc[key]
     return out

@@ -16,6 +16,7 @@ back) fires once, at its first occurrence.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +43,14 @@ FIRE_BATCH = 100
 MAX_CANDIDATES = 1000
 
 
+# One field of standard cron: `*`, numbers or 3-letter names, ranges, steps, lists. Not the
+# extensions croniter also reads (`L`, `#`, `R`, `H`, a seconds field), which other
+# schedulers do not share.
+_VALUE = r"(?:\d{1,2}|[A-Za-z]{3})"
+_TOKEN = rf"(?:\*|{_VALUE}(?:-{_VALUE})?)(?:/\d{{1,2}})?"
+_FIELD = re.compile(rf"{_TOKEN}(?:,{_TOKEN})*", re.ASCII)
+
+
 class StartRefused(Exception):
     """A start the pipeline's concurrency limit refused (its `on_limit` is `skip`): the
     fire is recorded as skipped. `runs.start_run` may raise this, or return a Transition
@@ -60,14 +69,14 @@ def check_cron(expr: str) -> str:
     or InvalidSchedule saying what is wrong."""
     fields = expr.split()
     if len(fields) != 5:
-        raise InvalidSchedule(f"cron must have 5 fields (minute hour day month weekday), "
-                              f"got {len(fields)}: {expr!r}")
-    if not croniter.is_valid(expr):
-        raise InvalidSchedule(f"cron: not a valid expression: {expr!r}")
+        raise InvalidSchedule(f"a cron expression has 5 fields (minute hour day month "
+                              f"weekday), got {len(fields)} in {expr!r}")
+    if not all(_FIELD.fullmatch(f) for f in fields) or not croniter.is_valid(expr):
+        raise InvalidSchedule(f"not a valid cron expression: {expr!r}")
     try:
         next_fire(expr, "UTC", 0.0)
     except InvalidSchedule:
-        raise InvalidSchedule(f"cron: {expr!r} never fires") from None
+        raise InvalidSchedule(f"the cron expression {expr!r} never fires") from None
     return expr
 
 
@@ -76,8 +85,8 @@ def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise InvalidSchedule(f"timezone: unknown time zone {name!r} (use an IANA name "
-                              "such as UTC or Europe/Berlin)") from None
+        raise InvalidSchedule(f"unknown time zone {name!r} (use an IANA name such as UTC "
+                              "or Europe/Berlin)") from None
     return name
 
 

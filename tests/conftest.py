@@ -118,6 +118,7 @@ def stack(database_url: str, redis_url: str, agents_file: str, tmp_path_factory)
         "API_KEY": ADMIN_KEY,
         "STEP_POLL_SECONDS": "0.05",
         "SWEEP_SECONDS": "1",
+        "SCHEDULE_TICK_SECONDS": "1",
         "LOG_LEVEL": "INFO",
     }
     with Stack(env, free_port(), workdir) as live:

@@ -32,13 +32,15 @@ def utc(epoch: float) -> str:
 
 
 @pytest.mark.parametrize("expr", ["* * * * * *", "* * * *", "61 * * * *", "0 0 31 2 *",
-                                  "every day", ""])
+                                  "every day", "", "* * L * *", "r * * * *", "*/0 * * * *",
+                                  "0 0 * * 8", "١ * * * *", "@daily"])
 def test_a_bad_cron_is_refused(expr):
     with pytest.raises(InvalidSchedule):
         check_cron(expr)
 
 
-@pytest.mark.parametrize("expr", ["* * * * *", "*/15 9-17 * * 1-5", "0 0 1 1 *", "30 2 * * sun"])
+@pytest.mark.parametrize("expr", ["* * * * *", "*/15 9-17 * * 1-5", "0 0 1 1 *", "30 2 * * sun",
+                                  "0 0 29 2 *", "5,35 */2 1-15 jan-jun mon-fri"])
 def test_a_standard_cron_is_accepted(expr):
     assert check_cron(expr) == expr
 

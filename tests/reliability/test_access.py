@@ -56,6 +56,11 @@ def manual_run(client) -> int:
                  {"action": "start", "pipeline_id": pid}, 201)["run"]["id"]
 
 
+def schedule(client) -> int:
+    body = {"pipeline_id": pipeline(client), "cron": "0 3 * * *"}
+    return admin(client, "post", "/api/schedules", body, 201)["schedule"]["id"]
+
+
 def valid_request(client, path: str, method: str) -> tuple[dict, int]:
     """A request that succeeds for a caller with the right role, and its status."""
     if (path, method) == ("/api/workflows", "post"):
@@ -71,6 +76,13 @@ def valid_request(client, path: str, method: str) -> tuple[dict, int]:
         return {"json": {"id": pipeline(client), "name": "renamed"}}, 200
     if (path, method) == ("/api/pipelines", "delete"):
         return {"json": {"id": pipeline(client)}}, 200
+    if (path, method) == ("/api/schedules", "post"):
+        return {"json": {"pipeline_id": pipeline(client), "cron": "*/5 * * * *",
+                         "timezone": "Europe/Berlin"}}, 201
+    if (path, method) == ("/api/schedules", "put"):
+        return {"json": {"id": schedule(client), "enabled": False}}, 200
+    if (path, method) == ("/api/schedules", "delete"):
+        return {"json": {"id": schedule(client)}}, 200
     if (path, method) == ("/api/pipelines/run", "post"):
         return {"json": {"action": "cancel", "run_id": manual_run(client)}}, 202
     if (path, method) == ("/api/apply", "post"):
