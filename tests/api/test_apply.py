@@ -93,7 +93,7 @@ def test_a_dry_run_plans_and_checks_and_writes_nothing(api, database_url):
 
 @pytest.mark.parametrize(("body", "status", "says"), [
     ({"templates": [], "pipelines": [], "schedules": [{"cron": "* * * * *"}]}, 400,
-     "schedules: not supported yet"),
+     "schedules[0]: `pipeline` (a non-empty string) is required"),
     ({"templates": [], "dry_run": "yes"}, 400, "dry_run: must be true or false"),
     ({"templates": {"a": 1}}, 400, "`templates` must be a list"),
     ({"widgets": []}, 400, "unknown field(s) widgets"),

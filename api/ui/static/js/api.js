@@ -147,6 +147,7 @@ export const api = {
   createPipeline: (p) => request("POST", "/api/pipelines", { body: p, what: "create this pipeline" }),
   updatePipeline: (p) => request("PUT", "/api/pipelines", { body: p, what: "save this pipeline" }),
   deletePipeline: (id) => request("DELETE", "/api/pipelines", { body: { id }, what: "delete this pipeline" }),
+  schedules: () => request("GET", "/api/schedules", { what: "list schedules" }),
   runs: (q = {}) => request("GET", `/api/pipelines/run${query(q)}`, { what: "list runs" }),
   run: (id) => request("GET", `/api/pipelines/run?id=${encodeURIComponent(id)}`, { what: "load this run" }),
   startRun: (pipelineId, inputs) =>

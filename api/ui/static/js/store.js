@@ -15,6 +15,7 @@ export const state = {
   pages: { templates: { page: 0, total: null }, pipelines: { page: 0, total: null } },
   templateIndex: new Map(), // id -> template, every one seen on any page (agent lookups)
   agents: [],
+  schedules: [], // every schedule, for the pipeline cards
   runs: new Map(), // id -> run, as lists give it (step outputs may be omitted)
   details: new Map(), // id -> run read on its own (`?id=`), with outputs and inputs
   loaded: false,
@@ -97,6 +98,21 @@ export async function loadAll() {
   if (state.watching) loadRun(state.watching).catch(() => {});
   learnStepTemplates();
   if (!state.agents.length) loadAgents();
+  loadSchedules();
+}
+
+/** Every schedule (a card shows its pipeline's); an older server without them has none. */
+export async function loadSchedules() {
+  try {
+    state.schedules = (await api.schedules()).schedules || [];
+  } catch {
+    state.schedules = [];
+  }
+  changed();
+}
+
+export function schedulesOf(pipelineId) {
+  return state.schedules.filter((sc) => sc.pipeline_id === pipelineId);
 }
 
 // --- paged lists ---------------------------------------------------------------------
@@ -211,6 +227,7 @@ export function refreshTemplates() {
 }
 
 export function refreshPipelines() {
+  loadSchedules();
   return goToPage("pipelines", state.pages.pipelines.page);
 }
 

@@ -1,7 +1,7 @@
 // The Pipelines page: Active Run Banner, the pipeline cards, and the create/edit form.
 
 import { api } from "../api.js";
-import { h, patch, svg, fmtAgo, plural } from "../dom.js";
+import { h, patch, svg, fmtAgo, fmtDateTime, plural } from "../dom.js";
 import {
   activeRunCard,
   emptyState,
@@ -22,6 +22,7 @@ import {
   loadPipelineRuns,
   refreshPipelines,
   runsOf,
+  schedulesOf,
   setError,
 } from "../store.js";
 
@@ -113,8 +114,30 @@ function pipelineCard(p) {
       stats.failed ? h("span.meta-failed", `${stats.failed} failed`) : null,
       h("span", `last run ${fmtAgo(p.last_used_at)}`),
     ),
+    scheduleLine(p),
     inlineError(`pipeline:${p.id}`),
     open ? history(p) : null,
+  );
+}
+
+// The pipeline's schedules: each cron in its zone, and when it fires next.
+function scheduleLine(p) {
+  const schedules = schedulesOf(p.id);
+  if (!schedules.length) return null;
+  return h(
+    "ul.schedules.muted.small",
+    { "aria-label": "Schedules" },
+    schedules.map((sc) =>
+      h(
+        "li.schedule",
+        { dataset: { scheduleId: sc.id } },
+        h("code", sc.cron),
+        ` ${sc.timezone}`,
+        sc.name ? ` · ${sc.name}` : "",
+        sc.enabled ? ` · next ${fmtDateTime(sc.next_fire_at)}` : " · paused",
+        sc.last_fire_status === "skipped" ? " · last fire skipped" : "",
+      ),
+    ),
   );
 }
 
