@@ -9,7 +9,6 @@ Bounded and derandomized: the same cases every run, in well under a minute.
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +23,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.openapi import OPERATIONS
-from tests.conftest import ADMIN_KEY
+from orchestrator import db
+from tests.conftest import ADMIN_KEY, PG_ADMIN_URL
+from tests.reliability import faults
+from tests.reliability.conftest import make_app
 from tests.support import state_digest
 
 # Streams run for seconds by design; the role matrix covers them.
@@ -34,22 +36,27 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 EXAMPLES = 20
 
 
-def pause_schedules(database_url: str) -> None:
-    """Disable the schedules earlier cases created: the test stack's beat shares this
-    database and would otherwise start their runs between a case's two digests."""
-    url = database_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(url) as conn:
-        conn.execute("UPDATE schedules SET enabled = false WHERE enabled")
+@pytest.fixture(scope="module")
+def fuzz_db(settings):
+    """A database of the fuzz's own: the session's stack (its worker, sweeper and beat)
+    writes to the shared one in the background, which two digests would take for the
+    fuzzed request's doing."""
+    url, name = faults.fresh_database(PG_ADMIN_URL)
+    yield url
+    db.reset()
+    db.init(settings)
+    faults.drop_database(PG_ADMIN_URL, name)
 
 
 @pytest.fixture(scope="module")
-def fuzz_schema(app):
+def fuzz_schema(settings, fuzz_db):
+    app = make_app(settings, database_url=fuzz_db)
     return schemathesis.openapi.from_wsgi("/api/openapi.json", app)
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 @pytest.mark.parametrize("path,method", sorted(set(OPERATIONS) - NOT_FUZZED))
-def test_api_fuzz(fuzz_schema, database_url, path, method, mode):
+def test_api_fuzz(fuzz_schema, fuzz_db, path, method, mode):
     if path not in fuzz_schema.raw_schema["paths"]:
         pytest.skip(f"{path} is not served by this app")
     documented = OPERATIONS[(path, method)]
@@ -62,12 +69,11 @@ def test_api_fuzz(fuzz_schema, database_url, path, method, mode):
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     def run(case, data):
-        pause_schedules(database_url)
-        before = state_digest(database_url)
+        before = state_digest(fuzz_db)
         response = case.call(headers={"x-api-key": ADMIN_KEY})
         case.validate_response(response, checks=CHECKS)
         if response.status_code >= 400:
-            assert state_digest(database_url) == before, (
+            assert state_digest(fuzz_db) == before, (
                 f"{case.method} {case.path} answered {response.status_code} "
                 "but changed stored state")
 
