@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from api.audit import record_change
 from api.auth import require
 from api.errors import ApiError, describe_validation
+from api.runs import dispatch
 from api.schemas import (
     PipelineUpdate,
     ScheduleCreate,
@@ -29,8 +30,9 @@ from api.schemas import (
     template_json,
 )
 from api.workflows import check_template
-from orchestrator import catalog, db, schedules
+from orchestrator import catalog, db, runs, schedules
 from orchestrator import pipelines_file as pf
+from orchestrator.effects import Effect
 
 bp = Blueprint("apply", __name__, url_prefix="/api")
 
@@ -68,6 +70,7 @@ def apply_document():
         raise ApiError(400, "dry_run: must be true or false")
     doc, problems = pf.parse_items(data, "body")
     items = [_item(p, 400) for p in problems]
+    started: list[Effect] = []  # queued runs that a raised limit started
     with db.session() as s:
         if s.get_bind().dialect.name == "postgresql":
             s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPLY_LOCK})
@@ -83,10 +86,11 @@ def apply_document():
         if not dry_run and writes:
             ids = {t["name"]: t["id"] for t in templates}  # names steps may use unreferenced
             ids.update({c.ref: c.id for c in changes if c.kind == "template" and c.id})
-            _write(s, writes, ids, {p["name"]: p["id"] for p in pipelines})
+            started = _write(s, writes, ids, {p["name"]: p["id"] for p in pipelines})
             # One entry for the document, on the first pipeline it writes (if it writes one)
             written = [c.id for c, _, _ in writes if c.kind == "pipeline"]
             record_change(s, "applied", "pipeline", written[0] if written else None)
+    dispatch(started)
     return {"dry_run": dry_run, "changes": [_change_json(c) for c in changes]}
 
 
@@ -138,9 +142,11 @@ class _AnyId(dict):
 
 
 def _write(s: Session, writes: list[tuple[pf.Change, dict[str, Any], None]],
-           template_ids: dict[str, int], pipeline_ids: dict[str, int]) -> None:
+           template_ids: dict[str, int], pipeline_ids: dict[str, int]) -> list[Effect]:
     """Templates first, so that pipelines can name the ones this document creates; then
-    pipelines, which schedules name."""
+    pipelines, which schedules name. Returns the first steps of queued runs that a raised
+    limit started, to send after the commit."""
+    started: list[Effect] = []
     for c, fields, _ in writes:
         if c.kind != "template":
             continue
@@ -157,6 +163,8 @@ def _write(s: Session, writes: list[tuple[pf.Change, dict[str, Any], None]],
             c.id = catalog.create_pipeline(s, body, g.identity.name).id
         else:
             catalog.update_pipeline(s, c.id, body)
+            if "max_concurrent_runs" in body:
+                started.extend(runs.promote_queued(s, c.id))
         pipeline_ids[c.name] = c.id
     for c, fields, _ in writes:
         if c.kind != "schedule":
@@ -168,6 +176,7 @@ def _write(s: Session, writes: list[tuple[pf.Change, dict[str, Any], None]],
             c.id = schedules.create_schedule(s, fields, g.identity.name).id
         else:
             schedules.update_schedule(s, c.id, fields)
+    return started
 
 
 def _change_json(c: pf.Change) -> dict[str, Any]:

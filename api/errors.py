@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from orchestrator.catalog import Conflict, UnknownTemplates
 from orchestrator.records import NotFound
+from orchestrator.runs import AtLimit
 
 log = logging.getLogger("orchestrator.api")
 
@@ -55,6 +56,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(NotFound)
     def _not_found(exc: NotFound):
         return error_response(404, str(exc))
+
+    @app.errorhandler(AtLimit)
+    def _at_limit(exc: AtLimit):
+        return error_response(409, str(exc), extra={"code": "at_limit"})
 
     @app.errorhandler(UnknownTemplates)
     def _unknown_templates(exc: UnknownTemplates):

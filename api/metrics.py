@@ -29,7 +29,7 @@ from api.errors import ApiError
 from orchestrator import db, durations, tallies
 from orchestrator import transitions as t
 from orchestrator.auth import ROLES
-from orchestrator.models import Pipeline, RunStep, StepDuration
+from orchestrator.models import Pipeline, PipelineRun, RunStep, StepDuration
 
 bp = Blueprint("metrics", __name__)
 
@@ -69,6 +69,10 @@ class StateCollector:
                 Pipeline.id, Pipeline.name, Pipeline.runs_total, Pipeline.runs_completed,
                 Pipeline.runs_failed, Pipeline.runs_running,
             ).order_by(Pipeline.id)).all()
+            queued = dict(s.execute(
+                select(PipelineRun.pipeline_id, func.count())
+                .where(PipelineRun.queued).group_by(PipelineRun.pipeline_id)
+            ).all())
             running = s.execute(
                 select(RunStep.agent, func.count())
                 .where(RunStep.status == t.RUNNING)
@@ -80,7 +84,7 @@ class StateCollector:
             marks = s.scalars(select(RunStep.injection).where(RunStep.injection.is_not(None)))
             findings = Counter((f.get("rule", "?"), _source_kind(f.get("source", "")))
                                for mark in marks for f in mark)
-        yield from self._runs(pipelines)
+        yield from self._runs(pipelines, queued)
         yield self._running_steps(running)
         yield self._durations(histogram)
         yield self._injection(findings)
@@ -94,7 +98,7 @@ class StateCollector:
         profile = self.profiles.get(agent)
         return profile.runtime if profile else "unknown"
 
-    def _runs(self, pipelines) -> Iterator[Metric]:
+    def _runs(self, pipelines, queued: dict[int, int]) -> Iterator[Metric]:
         labels = ["pipeline", "pipeline_id"]
         started = CounterMetricFamily(
             "orchestrator_runs_started", "Runs started, by pipeline.", labels=labels)
@@ -104,6 +108,10 @@ class StateCollector:
         active = GaugeMetricFamily(
             "orchestrator_runs_active", "Runs not yet finished (pending or running).",
             labels=labels)
+        waiting = GaugeMetricFamily(
+            "orchestrator_runs_queued",
+            "Active runs waiting for a slot under their pipeline's concurrency limit.",
+            labels=labels)
         for pid, name, total, completed, failed, unfinished in pipelines:
             key = [name, str(pid)]
             started.add_metric(key, total)
@@ -112,7 +120,8 @@ class StateCollector:
             # The pipelines table keeps no cancelled counter: it is what is left.
             finished.add_metric([*key, t.CANCELLED], max(0, total - completed - failed - unfinished))
             active.add_metric(key, unfinished)
-        yield from (started, finished, active)
+            waiting.add_metric(key, queued.get(pid, 0))
+        yield from (started, finished, active, waiting)
 
     def _running_steps(self, rows) -> Metric:
         gauge = GaugeMetricFamily(

@@ -40,6 +40,7 @@ from orchestrator.vocab import (
     FireStatus,
     OnFailure,
     OnInjection,
+    OnLimit,
     Role,
     RunIf,
     RunStatus,
@@ -95,7 +96,7 @@ RUN_ACTIONS = {"StartRun": "start", "AdvanceRun": "advance", "CancelRun": "cance
 RENAMED = {"PipelineStepIn": "StepIn", "Callback": "CallbackBody"}
 # Enums responses carry (request models bring their own): one component per vocab enum.
 RESPONSE_ENUMS = (RunStatus, StepStatus, OnFailure, RunIf, OnInjection, Role, AuditAction,
-                  AuditTarget, FireStatus)
+                  AuditTarget, FireStatus, OnLimit)
 
 
 def generated_schemas() -> dict[str, Any]:
@@ -214,6 +215,11 @@ SCHEMAS: dict[str, Any] = {
         "name": {"type": "string"},
         "description": {"type": ["string", "null"]},
         "steps": {"type": "array", "items": ref("PipelineStep")},
+        "max_concurrent_runs": {
+            "type": ["integer", "null"], "minimum": 1, "maximum": 1000,
+            "description": "At most this many runs started at once (pending or running, "
+                           "not queued); null: no limit"},
+        "on_limit": ref("OnLimit"),
         "use_count": {"type": "integer"},
         "last_used_at": EPOCH_OR_NULL,
         "runs": obj({k: {"type": "integer", "minimum": 0} for k in
@@ -304,6 +310,9 @@ SCHEMAS: dict[str, Any] = {
                                        "the run has ended"},
         "rerun_of": {"type": ["integer", "null"],
                      "description": "The run this one reruns, or null"},
+        "queued": {"type": "boolean",
+                   "description": "true while the run waits for a slot under its "
+                                  "pipeline's concurrency limit"},
     }, ["id", "pipeline_id", "pipeline_name", "status", "current_step", "steps_snapshot",
         "started_at", "completed_at", "triggered_by", "created_at"]),
     "Key": obj({

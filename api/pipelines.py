@@ -7,6 +7,7 @@ from flask import Blueprint, g, request
 from api.audit import record_change
 from api.auth import require
 from api.errors import ApiError
+from api.runs import dispatch
 from api.schemas import (
     IdBody,
     PipelineCreate,
@@ -15,7 +16,7 @@ from api.schemas import (
     page_args,
     pipeline_json,
 )
-from orchestrator import catalog, db
+from orchestrator import catalog, db, runs
 from orchestrator.models import Pipeline
 
 bp = Blueprint("pipelines", __name__, url_prefix="/api/pipelines")
@@ -47,12 +48,17 @@ def update_pipeline():
     data = json_body()
     body = PipelineUpdate.model_validate(data)
     fields = body.model_dump(include=set(data) - {"id"})
-    if fields.get("name", "") is None or ("steps" in fields and fields["steps"] is None):
-        raise ApiError(400, "name and steps may not be null")
+    for key in ("name", "steps", "on_limit"):
+        if key in fields and fields[key] is None:
+            raise ApiError(400, "name, steps and on_limit may not be null")
     with db.session() as s:
         pipeline = catalog.update_pipeline(s, body.id, fields)
         record_change(s, "updated", "pipeline", pipeline.id)
-        return {"pipeline": pipeline_json(pipeline)}
+        # A limit raised or removed frees slots: queued runs take them now.
+        started = runs.promote_queued(s, pipeline.id) if "max_concurrent_runs" in fields else []
+        payload = {"pipeline": pipeline_json(pipeline)}
+    dispatch(started)
+    return payload
 
 
 @bp.delete("")

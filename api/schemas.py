@@ -32,7 +32,7 @@ from orchestrator.models import Pipeline, Schedule, WorkflowTemplate
 from orchestrator.records import RunRecord, StepRecord
 from orchestrator.schedules import InvalidSchedule, check_cron, check_timezone
 from orchestrator.transitions import MAX_STEPS, MIN_STEPS
-from orchestrator.vocab import OnFailure, OnInjection, RunIf, StepStatus
+from orchestrator.vocab import OnFailure, OnInjection, OnLimit, RunIf, StepStatus
 
 MAX_ID = 2**31 - 1
 
@@ -185,10 +185,16 @@ class StepIn(Strict):
 Steps = Annotated[list[StepIn], Field(min_length=MIN_STEPS, max_length=MAX_STEPS)]
 
 
+# At most this many runs of the pipeline started at once (null: no limit), SPEC §10.
+MaxConcurrentRuns = Annotated[StrictInt, Field(ge=1, le=1000)] | None
+
+
 class PipelineCreate(Strict):
     name: Name
     description: Annotated[StrictStr, Field(max_length=5000)] | None = None
     steps: Steps
+    max_concurrent_runs: MaxConcurrentRuns = None
+    on_limit: OnLimit = OnLimit.QUEUE.value  # type: ignore[assignment]
 
 
 class PipelineUpdate(Strict):
@@ -196,6 +202,8 @@ class PipelineUpdate(Strict):
     name: Name | None = None
     description: Annotated[StrictStr, Field(max_length=5000)] | None = None
     steps: Steps | None = None
+    max_concurrent_runs: MaxConcurrentRuns = None
+    on_limit: OnLimit | None = None
 
 
 class IdBody(Strict):
@@ -386,6 +394,8 @@ def pipeline_json(p: Pipeline, steps: list[StepView] | None = None) -> dict[str,
             }
             for st in steps
         ],
+        "max_concurrent_runs": p.max_concurrent_runs,
+        "on_limit": p.on_limit,
         "use_count": p.use_count,
         "last_used_at": epoch(p.last_used_at),
         "runs": {
@@ -491,4 +501,5 @@ def run_json(run: RunRecord, steps: list[StepRecord], omit_output: bool = False)
         "created_at": epoch(run.created_at),
         "duration_ms": duration_ms(run.started_at, run.completed_at),
         "rerun_of": run.rerun_of,
+        "queued": run.queued,
     }

@@ -75,6 +75,7 @@ class SweepReport:
     lost: int = 0
     timed_out: int = 0
     requeued: int = 0
+    promoted: int = 0  # queued runs started into slots that no finish filled
 
 
 class Executor:
@@ -392,7 +393,23 @@ class Executor:
                 runs.mark_resent(s, run_id, index)
             self.dispatcher.dispatch([RunStepMessage(run_id, index, attempt)])
             report.requeued += 1
+        report.promoted = self._promote_queued()
         return report
+
+    def _promote_queued(self) -> int:
+        """Start queued runs into free slots that a finish left: one whose promotion skipped
+        a queued run another transaction held, or a pipeline since deleted (its runs then
+        have no limit)."""
+        with db.session() as s:
+            waiting = s.scalars(select(PipelineRun.pipeline_id).where(PipelineRun.queued)
+                                .distinct()).all()
+        started = 0
+        for pipeline_id in waiting:
+            with db.session() as s:
+                effects = runs.promote_queued(s, pipeline_id)
+            self.dispatcher.dispatch(effects)
+            started += len(effects)
+        return started
 
     def _queue_backlog(self) -> int:
         """Messages waiting in the step queue, if the dispatcher can tell (else 0)."""

@@ -22,11 +22,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from orchestrator.vocab import OnFailure, OnInjection, RunIf, RunStatus, StepStatus
+from orchestrator.vocab import OnFailure, OnInjection, OnLimit, RunIf, RunStatus, StepStatus
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # For columns where None means "nothing" and must be SQL NULL (JSON stores a JSON null).
@@ -95,6 +96,10 @@ class Pipeline(Base):
     runs_completed: Mapped[int] = mapped_column(Integer, default=0)
     runs_failed: Mapped[int] = mapped_column(Integer, default=0)
     runs_running: Mapped[int] = mapped_column(Integer, default=0)
+    # The concurrency limit (SPEC §10): at most this many runs started and active at once
+    # (None: no limit), and what a start beyond it does.
+    max_concurrent_runs: Mapped[int | None] = mapped_column(Integer)
+    on_limit: Mapped[str] = mapped_column(String(16), default=OnLimit.QUEUE.value)
 
     steps: Mapped[list[PipelineStep]] = relationship(
         order_by="PipelineStep.position",
@@ -166,6 +171,8 @@ class PipelineRun(Base):
         Index("ix_runs_pipeline_id", "pipeline_id", "id"),
         Index("ix_runs_status_id", "status", "id"),
         Index("ix_runs_pipeline_status_id", "pipeline_id", "status", "id"),
+        Index("ix_runs_queued", "pipeline_id", "id", postgresql_where=text("queued"),
+              sqlite_where=text("queued")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -186,6 +193,8 @@ class PipelineRun(Base):
     step_due_at: Mapped[float | None] = mapped_column(Float)
     # The finished run this one reruns (no foreign key, like `pipeline_id`).
     rerun_of: Mapped[int | None] = mapped_column(Integer)
+    # Waiting for a slot under its pipeline's concurrency limit (pending, no step sent).
+    queued: Mapped[bool] = mapped_column(Boolean, default=False)
 
     steps: Mapped[list[RunStep]] = relationship(
         order_by="RunStep.step_index", lazy="raise", cascade="all, delete-orphan"

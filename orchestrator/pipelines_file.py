@@ -25,7 +25,7 @@ import yaml
 
 from orchestrator.schedules import InvalidSchedule, check_cron, check_timezone
 from orchestrator.transitions import MAX_STEPS, MIN_STEPS
-from orchestrator.vocab import OnFailure, OnInjection, RunIf
+from orchestrator.vocab import OnFailure, OnInjection, OnLimit, RunIf
 
 TEMPLATE_DEFAULTS: dict[str, Any] = {
     "description": None,
@@ -43,7 +43,9 @@ TEMPLATE_DEFAULTS: dict[str, Any] = {
 REFERENCES = ("id", "ref")
 TEMPLATE_FIELDS = ("name", "prompt", *TEMPLATE_DEFAULTS)
 STEP_DEFAULTS: dict[str, Any] = {"on_failure": OnFailure.STOP.value, "run_if": RunIf.ON_SUCCESS.value}
-PIPELINE_FIELDS = ("name", "description", "steps")
+# A pipeline's concurrency limit (SPEC §10): none, and queue beyond it, unless it says so.
+PIPELINE_DEFAULTS: dict[str, Any] = {"max_concurrent_runs": None, "on_limit": OnLimit.QUEUE.value}
+PIPELINE_FIELDS = ("name", "description", "steps", *PIPELINE_DEFAULTS)
 SCHEDULE_DEFAULTS: dict[str, Any] = {"name": None, "timezone": "UTC", "inputs": {},
                                      "enabled": True}
 SCHEDULE_FIELDS = ("pipeline", "cron", *SCHEDULE_DEFAULTS)
@@ -247,7 +249,8 @@ def _pipeline(data: Any, where: str) -> dict[str, Any]:
         if not isinstance(step.get("template"), str) or not step["template"]:
             raise FileError(f"{where}.steps[{i}]: `template` (a template's name) is required")
         out.append({**STEP_DEFAULTS, **step})
-    pipeline = {"name": name, "description": data.get("description"), "steps": out}
+    pipeline = {"name": name, "description": data.get("description"), "steps": out,
+                **{k: data.get(k, v) for k, v in PIPELINE_DEFAULTS.items()}}
     return pipeline if data.get("id") is None else {"id": data["id"], **pipeline}
 
 
@@ -375,6 +378,9 @@ def plan_items(doc: Document, templates: list[dict[str, Any]],
         diff = {}
         if current.get("description") != wanted["description"]:
             diff["description"] = (current.get("description"), wanted["description"])
+        for key, default in PIPELINE_DEFAULTS.items():  # a server without limits has none
+            if current.get(key, default) != wanted[key]:
+                diff[key] = (current.get(key, default), wanted[key])
         if _step_keys(current["steps"]) != [(step_ids[s["template"]], s["on_failure"],
                                              s["run_if"]) for s in wanted["steps"]]:
             diff["steps"] = (_steps_as_file(current["steps"]), wanted["steps"])
@@ -545,6 +551,9 @@ def _pipeline_out(p: dict[str, Any], refs: dict[int, str], with_id: bool) -> dic
         ref = refs[s["template_id"]]
         steps.append({"template": ref, **extra} if extra else ref)
     out["steps"] = steps
+    for key, default in PIPELINE_DEFAULTS.items():
+        if p.get(key, default) != default:
+            out[key] = p[key]
     return out
 
 

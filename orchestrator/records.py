@@ -39,6 +39,7 @@ class RunRecord:
     created_at: float
     step_due_at: float | None
     rerun_of: int | None
+    queued: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ bookkeeping cost more than the database did. Reads of runs live in `run_queries`
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
@@ -31,6 +32,7 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    func,
     insert,
     literal,
     select,
@@ -46,6 +48,7 @@ from orchestrator.models import PipelineRun, PipelineStep, RunEvent, RunStep, no
 from orchestrator.models import WorkflowTemplate as Template
 from orchestrator.records import PIPELINES, RUNS, STEPS, NotFound, RunRecord, StepRecord, records
 from orchestrator.run_queries import load_run
+from orchestrator.vocab import OnLimit
 
 EVENTS = RunEvent.__table__
 TEMPLATES = Template.__table__
@@ -192,10 +195,10 @@ def start_run(
                                        "ts": ts})
     finished = tr.run.status if tr.finished else None  # no step to run: over at once
     counted = conn.execute(_count_runs(started=True, finished=finished),
-                           {"pipeline_id": pipeline_id, "ts": ts})
-    if counted.rowcount != 1:  # deleted since we read it: nothing of this run is kept
+                           {"pipeline_id": pipeline_id, "ts": ts}).first()
+    if counted is None:  # deleted since we read it: nothing of this run is kept
         raise NotFound(f"pipeline {pipeline_id} not found")
-    return tr
+    return _within_limit(s, tr, counted, ts)
 
 
 # What a rerun copies of each step: the snapshot always; the outcome only of carried steps.
@@ -258,10 +261,135 @@ def rerun_run(
     _write(s, tr, ts, count_finished=False)  # counted with the start, below
     rerun_templates = sorted({st.template_id for st in steps[start:]})
     conn.execute(_COUNT_TEMPLATE_USE, {"template_ids": rerun_templates, "ts": ts})
-    # The pipeline may be gone: its counters then are nowhere to keep, and the rerun stands.
-    conn.execute(_count_runs(started=True, finished=tr.run.status if tr.finished else None),
-                 {"pipeline_id": run.pipeline_id, "ts": ts})
-    return tr
+    # The pipeline may be gone: its counters then are nowhere to keep, its limit no longer
+    # applies, and the rerun stands.
+    counted = conn.execute(
+        _count_runs(started=True, finished=tr.run.status if tr.finished else None),
+        {"pipeline_id": run.pipeline_id, "ts": ts}).first()
+    return tr if counted is None else _within_limit(s, tr, counted, ts)
+
+
+# -- concurrency limits (SPEC §10) -----------------------------------------------------------
+#
+# A limited pipeline's row lock orders everything that changes how many of its runs are
+# started: a start (or rerun) takes it last, with its counters, and only then counts the
+# runs started before it; a run that finishes takes it with its counters too, and then
+# starts the oldest queued runs the freed slots allow. Both count under the lock, so no
+# interleaving can start more runs than the limit. Locks are taken run → pipeline
+# everywhere; the two places that need another run while holding a pipeline (promoting a
+# queued run, cancelling the oldest) take only rows nobody holds (SKIP LOCKED), so they
+# never wait on a transaction that may be waiting on them. The sweeper promotes what such
+# a skip left behind.
+
+# Active runs of a pipeline besides one: how many are started, and whether any is queued.
+_ACTIVE = (
+    select(func.count().filter(RUNS.c.queued.is_(False)),
+           func.count().filter(RUNS.c.queued.is_(True)))
+    .where(RUNS.c.pipeline_id == bindparam("pipeline_id"),
+           RUNS.c.status.in_((t.PENDING, t.RUNNING)),
+           RUNS.c.id != bindparam("besides"))
+)
+# How long a cancel_oldest start looks for an oldest run nobody holds before it queues.
+CANCEL_OLDEST_PATIENCE = 0.5
+
+
+class AtLimit(Exception):
+    """A start or rerun refused because its pipeline is at its concurrency limit
+    (`on_limit: skip`). Raised inside the caller's transaction, which must roll back."""
+
+    def __init__(self) -> None:
+        super().__init__("pipeline is at its concurrency limit")
+
+
+def _within_limit(s: Session, tr: Transition, pipeline: Any, ts: float) -> Transition:
+    """`tr`, the start of a run, made to obey its pipeline's limit. Called holding the
+    pipeline's row lock (its counters were just written), so the count is exact."""
+    limit, on_limit = pipeline.max_concurrent_runs, pipeline.on_limit
+    if limit is None or tr.finished:
+        return tr
+    conn = s.connection()
+    started, queued = conn.execute(_ACTIVE, {"pipeline_id": tr.run.pipeline_id,
+                                             "besides": tr.run.id}).one()
+    if started < limit and (not queued or on_limit != OnLimit.QUEUE):
+        return tr
+    if on_limit == OnLimit.SKIP:
+        raise AtLimit()
+    if on_limit == OnLimit.CANCEL_OLDEST:
+        cancelled = _cancel_oldest(s, tr.run.pipeline_id, started - limit + 1, tr.run.id)
+        if cancelled is not None:
+            return replace(tr, effects=cancelled + tr.effects)
+    # Queue: the run waits, pending, with its first step planned but its message unsent.
+    changes = {"queued": True, "step_due_at": None}
+    _set(conn, RUNS, tr.run.id, changes)
+    conn.execute(insert(EVENTS), {"run_id": tr.run.id, "pipeline_id": tr.run.pipeline_id,
+                                  "step_index": None, "type": "run.queued",
+                                  "data": {"status": t.PENDING}, "created_at": ts})
+    tr = replace(tr, run=replace(tr.run, **changes),
+                 effects=[e for e in tr.effects if not isinstance(e, RunStepMessage)])
+    return replace(tr, effects=tr.effects + _promote(conn, tr.run.pipeline_id, limit, ts))
+
+
+def _cancel_oldest(s: Session, pipeline_id: int, n: int, besides: int) -> list[Effect] | None:
+    """Cancel the `n` oldest started runs of the pipeline (as a cancel does) and return
+    what to dispatch; None, having cancelled nothing, if one of them stays held by another
+    transaction past the patience. That holder may be the run finishing, waiting on the
+    pipeline lock this caller holds (so waiting for its row would deadlock); the caller
+    then queues its run, which that finish starts as soon as this transaction commits."""
+    started = ((RUNS.c.pipeline_id == pipeline_id) & RUNS.c.status.in_((t.PENDING, t.RUNNING))
+               & RUNS.c.queued.is_(False) & (RUNS.c.id != besides))
+    oldest = s.scalars(select(RUNS.c.id).where(started).order_by(RUNS.c.id).limit(n)).all()
+    lock = (select(RUNS.c.id).where(started, RUNS.c.id.in_(oldest))
+            .with_for_update(skip_locked=True))
+    deadline = time.monotonic() + CANCEL_OLDEST_PATIENCE
+    while len(s.scalars(lock).all()) < len(oldest):
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.005)  # held by a claim or a resolve that does not finish the run
+    effects: list[Effect] = []
+    for run_id in oldest:
+        effects += cancel_run(s, run_id).effects
+    return effects
+
+
+def _promote(conn: Connection, pipeline_id: int, limit: int | None, ts: float) -> list[Effect]:
+    """Start the oldest queued runs of the pipeline that its free slots allow (all of them
+    with no limit), and return their first steps' messages. The caller holds the
+    pipeline's row lock, or the pipeline is gone."""
+    free = None
+    if limit is not None:
+        started, _ = conn.execute(_ACTIVE, {"pipeline_id": pipeline_id, "besides": 0}).one()
+        free = limit - started
+        if free <= 0:
+            return []
+    waiting = conn.execute(
+        select(RUNS.c.id, RUNS.c.current_step, STEPS.c.attempt)
+        .join_from(RUNS, STEPS, and_(STEPS.c.run_id == RUNS.c.id,
+                                     STEPS.c.step_index == RUNS.c.current_step))
+        .where(RUNS.c.pipeline_id == pipeline_id, RUNS.c.queued.is_(True),
+               RUNS.c.status == t.PENDING)
+        .order_by(RUNS.c.id).limit(free)
+        .with_for_update(of=RUNS, skip_locked=True)
+    ).all()
+    effects: list[Effect] = []
+    for run_id, step_index, attempt in waiting:
+        _set(conn, RUNS, run_id, {"queued": False, "step_due_at": ts})
+        conn.execute(insert(EVENTS), {"run_id": run_id, "pipeline_id": pipeline_id,
+                                      "step_index": None, "type": "run.dequeued",
+                                      "data": {"status": t.PENDING}, "created_at": ts})
+        effects.append(RunStepMessage(run_id, step_index, attempt))
+    return effects
+
+
+def promote_queued(s: Session, pipeline_id: int) -> list[Effect]:
+    """Start what the pipeline's limit now allows of its queued runs (after the limit was
+    raised or removed, or by the sweeper), taking the pipeline's row lock first. The
+    caller dispatches the messages after commit."""
+    conn = s.connection()
+    limit = conn.execute(
+        select(PIPELINES.c.max_concurrent_runs).where(PIPELINES.c.id == pipeline_id)
+        .with_for_update()
+    ).first()
+    return _promote(conn, pipeline_id, None if limit is None else limit[0], now())
 
 
 def claim_step(
@@ -395,7 +523,8 @@ def _step_state(step: StepRecord) -> t.StepState:
 
 
 def _run_state(run: RunRecord, steps: list[StepRecord]) -> t.RunState:
-    return t.RunState(run.status, run.current_step, [_step_state(st) for st in steps])
+    return t.RunState(run.status, run.current_step, [_step_state(st) for st in steps],
+                      queued=run.queued)
 
 
 def _transition(
@@ -520,8 +649,12 @@ def _write(s: Session, tr: Transition, ts: float, count_finished: bool = True) -
             durations.observe(conn, tr.run.id, step.template_name, step.agent, status,
                               step.completed_at - step.started_at)
     if count_finished and tr.finished:
-        conn.execute(_count_runs(started=False, finished=tr.run.status),
-                     {"pipeline_id": tr.run.pipeline_id})
+        counted = conn.execute(_count_runs(started=False, finished=tr.run.status),
+                               {"pipeline_id": tr.run.pipeline_id}).first()
+        if counted is not None and counted.max_concurrent_runs is not None:
+            # A slot freed: the oldest queued run takes it, in this transaction.
+            tr.effects.extend(_promote(conn, tr.run.pipeline_id, counted.max_concurrent_runs,
+                                       ts))
 
 
 def _set(conn: Connection, table: Table, row_id: int, changes: dict[str, Any]) -> None:
@@ -555,7 +688,8 @@ def _count_runs(started: bool, finished: str | None) -> Update:
         values["runs_completed"] = PIPELINES.c.runs_completed + 1
     elif finished == t.FAILED:
         values["runs_failed"] = PIPELINES.c.runs_failed + 1
-    return update(PIPELINES).where(PIPELINES.c.id == bindparam("pipeline_id")).values(values)
+    return (update(PIPELINES).where(PIPELINES.c.id == bindparam("pipeline_id")).values(values)
+            .returning(PIPELINES.c.max_concurrent_runs, PIPELINES.c.on_limit))
 
 
 def _step_changes(
@@ -607,6 +741,8 @@ def _run_status_changes(run: RunRecord, status: str, ts: float) -> dict[str, Any
         changes["started_at"] = ts
     if status in t.RUN_TERMINAL:
         changes["completed_at"] = ts
+        if run.queued:  # a queued run cancelled: it no longer waits for a slot
+            changes["queued"] = False
     return changes
 
 

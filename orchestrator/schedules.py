@@ -51,12 +51,6 @@ _TOKEN = rf"(?:\*|{_VALUE}(?:-{_VALUE})?)(?:/\d{{1,2}})?"
 _FIELD = re.compile(rf"{_TOKEN}(?:,{_TOKEN})*", re.ASCII)
 
 
-class StartRefused(Exception):
-    """A start the pipeline's concurrency limit refused (its `on_limit` is `skip`): the
-    fire is recorded as skipped. `runs.start_run` may raise this, or return a Transition
-    whose decision is not accepted; either is a skip."""
-
-
 class InvalidSchedule(ValueError):
     pass
 
@@ -271,9 +265,7 @@ def _start(s: Session, row: Any, fire_time: float) -> tuple[str, int | None, lis
     try:
         with s.begin_nested():
             tr = runs.start_run(s, row.pipeline_id, f"schedule:{row.id}", row.inputs or None)
-            if not tr.accepted:
-                raise StartRefused(tr.decision.reason)
-    except StartRefused as exc:
+    except runs.AtLimit as exc:
         log.info("schedule %s skipped its fire for %s: %s", row.id, fire_time, exc)
         return FireStatus.SKIPPED.value, None, []
     return FireStatus.STARTED.value, tr.run.id, tr.effects

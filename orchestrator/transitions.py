@@ -45,6 +45,7 @@ class Refusal(StrEnum):
     NOT_FINISHED = "not_finished"  # a rerun of a run that has not ended
     NOTHING_TO_RERUN = "nothing_to_rerun"  # every step completed and none was named
     NO_SUCH_STEP = "no_such_step"  # a rerun from a step the run does not have (INVALID)
+    QUEUED = "queued"  # a claim or advance of a run still waiting for a concurrency slot
 
 
 class Verdict(Enum):
@@ -70,6 +71,8 @@ class RunState:
     status: str
     current_step: int
     steps: list[StepState]
+    # waiting for a slot under its pipeline's concurrency limit: only a cancel applies
+    queued: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ def decide(state: RunState, proposal: Proposal) -> Decision:
         return reject(Refusal.ALREADY_FINISHED, f"run is already {state.status}")
     if isinstance(proposal, Cancel):
         return _cancel(state)
+    if state.queued:
+        return reject(Refusal.QUEUED,
+                      "run is queued: it starts when its pipeline has a free slot")
     if isinstance(proposal, Claim):
         return _claim(state, proposal)
     return _resolve(state, proposal)

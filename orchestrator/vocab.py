@@ -97,6 +97,14 @@ class FireStatus(StrEnum):
     SKIPPED = "skipped"
 
 
+class OnLimit(StrEnum):
+    """What a start does when its pipeline already has `max_concurrent_runs` started."""
+
+    QUEUE = "queue"  # create the run queued; it starts, oldest first, when a slot frees
+    SKIP = "skip"  # refuse the start (409); a schedule's fire is recorded as skipped
+    CANCEL_OLDEST = "cancel_oldest"  # cancel the oldest started run, start the new one
+
+
 def values(enum: type[StrEnum]) -> list[str]:
     """The plain strings of an enum, for places that want no enum members (click choices,
     JSON Schema enums)."""

@@ -211,3 +211,21 @@ def test_items_say_which_of_two_same_named_templates_they_are():
     # the pipeline is not blamed for the refused template it names
     assert [p.error for p in problems] == ["template id 9 not found on the server"]
     assert [(c.kind, c.action) for c in changes] == [("pipeline", "create")]
+
+
+def test_a_pipelines_concurrency_limit_is_planned_and_exported():
+    doc = pf.load(
+        "templates:\n  - {name: Deploy, prompt: ./deploy.sh}\n"
+        "pipelines:\n  - name: Release\n    steps: [Deploy, Deploy]\n"
+        "    max_concurrent_runs: 1\n    on_limit: skip\n")
+    templates, pipelines = server_state(doc)
+    assert {c.action for c in pf.plan(doc, templates, pipelines)} == {"update", "unchanged"}
+    release = next(c for c in pf.plan(doc, templates, pipelines) if c.kind == "pipeline")
+    assert release.diff == {"max_concurrent_runs": (None, 1), "on_limit": ("queue", "skip")}
+    pipelines[0].update(max_concurrent_runs=1, on_limit="skip")
+    assert {c.action for c in pf.plan(doc, templates, pipelines)} == {"unchanged"}
+    exported = pf.export(templates, pipelines)
+    assert "max_concurrent_runs: 1" in exported and "on_limit: skip" in exported
+    assert pf.load(exported) == doc
+    pipelines[0].update(max_concurrent_runs=None, on_limit="queue")
+    assert "on_limit" not in pf.export(templates, pipelines), "defaults are not written"

@@ -130,8 +130,10 @@ def test_transitions_count_each_step_once_when_it_ends(empty_db):
     finally:
         db.reset()
         db._factory, db._url = saved
-    assert {key[:3]: n for key, (n, _) in got.items()} == {
-        (ok.name, "echo", "completed"): 2, (flaky.name, "echo", "failed"): 1}
+    counted: dict[tuple, int] = {}  # over buckets: a slow moment can put the two apart
+    for key, (n, _) in got.items():
+        counted[key[:3]] = counted.get(key[:3], 0) + n
+    assert counted == {(ok.name, "echo", "completed"): 2, (flaky.name, "echo", "failed"): 1}
     assert sum(seconds for _, seconds in got.values()) == pytest.approx(
         sum(row[3] for row in finished), abs=1e-5)
     assert len(finished) == 3

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import delete, func, select
 
-from orchestrator import db, schedules
+from orchestrator import db, runs, schedules
 from orchestrator.models import PipelineRun, Schedule, ScheduleFire
 from orchestrator.schedules import InvalidSchedule, check_cron, check_timezone, next_fire
 from tests.factories import make_pipeline
@@ -153,13 +153,12 @@ def test_changing_the_cron_plans_afresh_and_inputs_do_not(session):
     assert sched.next_fire_at == T0 + 2400
 
 
-def test_a_fire_the_concurrency_limit_refuses_is_recorded_as_skipped(session, monkeypatch):
-    sched = _schedule(session)
-
-    def refuse(*_args, **_kwargs):
-        raise schedules.StartRefused("pipeline is at its concurrency limit")
-
-    monkeypatch.setattr(schedules.runs, "start_run", refuse)
+def test_a_fire_the_concurrency_limit_refuses_is_recorded_as_skipped(session):
+    pipeline = make_pipeline(session, n=2)
+    pipeline.max_concurrent_runs, pipeline.on_limit = 1, "skip"
+    session.flush()
+    runs.start_run(session, pipeline.id, "tests")  # takes the one slot
+    sched = _schedule(session, pipeline=pipeline)
     fired = schedules.fire_due(session, T0 + HOUR)
     assert [(f.status, f.run_id) for f in fired] == [("skipped", None)]
     session.refresh(sched)

@@ -23,6 +23,11 @@ export function badge(status, label = status) {
   return h("span.badge", { "data-status": status }, label);
 }
 
+/** A run's badge: "queued" while it waits for a slot under its pipeline's limit. */
+export function runBadge(run) {
+  return run.queued ? h("span.badge", { "data-status": "queued", title: "Waiting for a free slot under the pipeline's concurrency limit" }, "queued") : badge(run.status);
+}
+
 /** A step's badge: "waiting for you" (its own colour) for a step a person resolves. */
 export function stepBadge(run, step) {
   const waiting = waitsForPerson(run, step);
@@ -200,7 +205,7 @@ export function runRow(run, { showPipeline = false } = {}) {
     { href: `#/runs/${run.id}`, dataset: { key: `run-${run.id}`, runId: run.id, status: run.status } },
     h("span.run-row-id", `#${run.id}`),
     showPipeline ? h("span.run-row-pipeline", run.pipeline_name) : null,
-    badge(run.status),
+    runBadge(run),
     h("span.run-row-dots", run.steps_snapshot.map((s) => dot(s.status, `${s.template_name}: ${s.status}`, s.step_index))),
     h("span.muted.small.run-row-when", { title: new Date((run.created_at || 0) * 1000).toLocaleString() }, fmtAgo(run.started_at || run.created_at)),
     h("span.muted.small.run-row-dur", fmtDuration(run.started_at, run.completed_at, run.duration_ms)),

@@ -113,12 +113,16 @@ function pipelineCard(p) {
       h("span.meta-ok", `${stats.completed} completed`),
       stats.failed ? h("span.meta-failed", `${stats.failed} failed`) : null,
       h("span", `last run ${fmtAgo(p.last_used_at)}`),
+      p.max_concurrent_runs ? h("span.meta-limit", { title: "Concurrency limit" }, `at most ${p.max_concurrent_runs} at once, ${LIMIT_LABELS[p.on_limit] || p.on_limit}`) : null,
     ),
     scheduleLine(p),
     inlineError(`pipeline:${p.id}`),
     open ? history(p) : null,
   );
 }
+
+// What a start beyond the concurrency limit does, as the card and the form say it.
+const LIMIT_LABELS = { queue: "then queue", skip: "then refuse", cancel_oldest: "then cancel the oldest" };
 
 // The pipeline's schedules: each cron in its zone, and when it fires next.
 function scheduleLine(p) {
@@ -199,6 +203,12 @@ async function openForm(pipeline) {
   const name = h("input", { id: "pf-name", name: "name", required: true, maxlength: 200, value: pipeline?.name || "", autocomplete: "off" });
   const desc = h("textarea", { id: "pf-description", name: "description", rows: 2, maxlength: 5000 });
   desc.value = pipeline?.description || "";
+  const maxRuns = h("input", { id: "pf-max-runs", name: "max_concurrent_runs", type: "number", min: 1, max: 1000, step: 1, placeholder: "no limit", value: pipeline?.max_concurrent_runs ?? "" });
+  const onLimit = h(
+    "select",
+    { id: "pf-on-limit", name: "on_limit" },
+    Object.entries(LIMIT_LABELS).map(([value, label]) => h("option", { value, selected: (pipeline?.on_limit || "queue") === value }, label)),
+  );
   const stepList = h("ol.step-editor", { id: "pf-steps" });
   const picker = h(
     "select",
@@ -216,6 +226,7 @@ async function openForm(pipeline) {
     h("h2", { id: "pipeline-form-title" }, pipeline ? `Edit “${pipeline.name}”` : "New pipeline"),
     h("label.field", h("span", "Name"), name),
     h("label.field", h("span", "Description ", h("em.muted", "optional")), desc),
+    h("div.field-row", h("label.field", h("span", "Runs at once ", h("em.muted", "optional")), maxRuns), h("label.field", h("span", "Beyond that"), onLimit)),
     h("fieldset.field", h("legend", "Steps"), stepList, h("div.add-step", picker, addBtn), hint),
     error,
     h(
@@ -305,6 +316,8 @@ async function openForm(pipeline) {
       name: name.value.trim(),
       description: desc.value.trim() || null,
       steps: steps.map(({ template_id, on_failure, run_if }) => ({ template_id, on_failure, run_if })),
+      max_concurrent_runs: maxRuns.value === "" ? null : Number(maxRuns.value),
+      on_limit: onLimit.value,
     };
     try {
       if (pipeline) {

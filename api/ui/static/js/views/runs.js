@@ -1,7 +1,7 @@
 // The Runs page (recent runs of every pipeline) and one run's detail.
 
 import { h, patch, fmtDateTime, fmtDuration } from "../dom.js";
-import { advance, badge, dot, emptyState, inlineError, runControls, runRow, stepBadge } from "../components.js";
+import { advance, badge, dot, emptyState, inlineError, runBadge, runControls, runRow, stepBadge } from "../components.js";
 import { waitsForPerson } from "../people.js";
 import { registerStepAction, stepActions } from "../step_actions.js";
 import { state, ACTIVE, canOperate, changed, loadRun, recentRuns } from "../store.js";
@@ -91,12 +91,12 @@ function header(run) {
     h(
       "div.card-head",
       h("div.card-title", h("h1", `${run.pipeline_name} — Run #${run.id}`), h("p.muted.small", `Triggered by ${run.triggered_by}`)),
-      badge(run.status),
+      runBadge(run),
     ),
     h(
       "dl.facts",
       fact("Pipeline", h("a.pipeline-link", { href: "#/pipelines", title: `Pipeline #${run.pipeline_id}` }, run.pipeline_name)),
-      fact("Progress", ACTIVE.has(run.status) ? `Step ${Math.min(run.current_step + 1, n)} / ${n}` : `${doneCount} of ${n} steps completed`),
+      fact("Progress", run.queued ? "Queued: starts when the pipeline has a free slot" : ACTIVE.has(run.status) ? `Step ${Math.min(run.current_step + 1, n)} / ${n}` : `${doneCount} of ${n} steps completed`),
       fact("Created", fmtDateTime(run.created_at)),
       fact("Started", fmtDateTime(run.started_at)),
       fact("Finished", fmtDateTime(run.completed_at)),
