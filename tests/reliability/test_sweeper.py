@@ -144,3 +144,30 @@ def test_a_retry_delayed_past_the_brokers_patience_goes_in_hops(own_db, monkeypa
         assert run_queries.load_run(s, rid)[1][0].status == "pending"
     # Nor does the sweeper send it before it is due.
     assert executor(QueueRecorder(waiting=0)).sweep().requeued == 0
+
+
+def test_a_lost_worker_frees_its_slot_and_a_left_behind_queued_run_is_started(own_db):
+    with db.session() as s:
+        pipeline = make_pipeline(s, n=2)
+        pipeline.max_concurrent_runs = 1
+        s.flush()
+        first, second, third = (runs.start_run(s, pipeline.id, "tests").run.id
+                                for _ in range(3))
+        pipeline_id = pipeline.id
+    with db.session() as s:
+        assert runs.claim_step(s, first, 0, 1, "elsewhere:1", lease_seconds=-1).accepted
+    recorder = QueueRecorder(waiting=0)
+    report = executor(recorder).sweep()
+    assert report.lost == 1
+    assert RunStepMessage(second, 0, 1) in recorder.effects, "the sweep's finish starts the next"
+    # A promotion that skipped a held row leaves a free slot: the sweeper fills it.
+    with db.session() as s:
+        assert runs.cancel_run(s, second).accepted
+        s.execute(update(PipelineRun).where(PipelineRun.id == third).values(queued=True))
+        s.execute(update(PipelineRun).where(PipelineRun.id == third).values(step_due_at=None))
+    recorder = QueueRecorder(waiting=0)
+    assert executor(recorder).sweep().promoted == 1
+    assert recorder.effects == [RunStepMessage(third, 0, 1)]
+    with db.session() as s:
+        assert run_queries.load_run(s, third)[0].queued is False
+        assert runs.promote_queued(s, pipeline_id) == []
