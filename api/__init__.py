@@ -46,6 +46,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         audit,
         headers,
         health,
+        hooks,
         openapi,
         pipelines,
         ratelimit,
@@ -55,7 +56,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     from api.errors import register_error_handlers
 
-    for module in (health, workflows, pipelines, runs, schedules, admin, apply, audit, openapi):
+    for module in (health, workflows, pipelines, runs, schedules, hooks, admin, apply, audit,
+                   openapi):
         app.register_blueprint(module.bp)
     headers.init_app(app)
     ratelimit.init_app(app)

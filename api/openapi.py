@@ -24,6 +24,8 @@ from api.schemas import (
     UNPAGED_MAX,
     AdvanceRun,
     CancelRun,
+    HookCreate,
+    HookUpdate,
     IdBody,
     PipelineCreate,
     PipelineUpdate,
@@ -37,7 +39,9 @@ from api.schemas import (
 from orchestrator.vocab import (
     AuditAction,
     AuditTarget,
+    DeliveryStatus,
     FireStatus,
+    HookEvent,
     OnFailure,
     OnInjection,
     OnLimit,
@@ -90,13 +94,13 @@ EPOCH_OR_NULL = {"type": ["integer", "null"], "description": "Unix epoch seconds
 # cannot drift from validation. The run actions add the `action` the view dispatches on.
 REQUEST_MODELS = (TemplateCreate, TemplateUpdate, PipelineCreate, PipelineUpdate, IdBody,
                   StartRun, AdvanceRun, CancelRun, RerunRun, KeyCreate, CallbackBody,
-                  ScheduleCreate, ScheduleUpdate)
+                  ScheduleCreate, ScheduleUpdate, HookCreate, HookUpdate)
 RUN_ACTIONS = {"StartRun": "start", "AdvanceRun": "advance", "CancelRun": "cancel",
                "RerunRun": "rerun"}
 RENAMED = {"PipelineStepIn": "StepIn", "Callback": "CallbackBody"}
 # Enums responses carry (request models bring their own): one component per vocab enum.
 RESPONSE_ENUMS = (RunStatus, StepStatus, OnFailure, RunIf, OnInjection, Role, AuditAction,
-                  AuditTarget, FireStatus, OnLimit)
+                  AuditTarget, FireStatus, OnLimit, HookEvent, DeliveryStatus)
 
 
 def generated_schemas() -> dict[str, Any]:
@@ -247,6 +251,38 @@ SCHEMAS: dict[str, Any] = {
         "updated_at": EPOCH,
     }, ["id", "pipeline_id", "name", "cron", "timezone", "inputs", "enabled", "next_fire_at",
         "last_fired_at", "last_fire_status", "created_by", "created_at", "updated_at"]),
+    "Hook": obj({
+        "id": {"type": "integer"},
+        "url": {"type": "string"},
+        "events": {"type": "array", "items": ref("HookEvent")},
+        "description": {"type": ["string", "null"]},
+        "enabled": {"type": "boolean"},
+        "secret": {"type": "string", "description": "whsec_ + base64 of the HMAC key: "
+                                                    "only in the answer of the create"},
+        "created_by": {"type": "string"},
+        "created_at": EPOCH,
+        "updated_at": EPOCH,
+    }, ["id", "url", "events", "description", "enabled", "created_by", "created_at",
+        "updated_at"]),
+    "HookDelivery": obj({
+        "id": {"type": "integer"},
+        "hook_id": {"type": "integer"},
+        "webhook_id": {"type": ["string", "null"],
+                       "description": "The webhook-id header: set at the first attempt, "
+                                      "the same on every retry"},
+        "type": ref("HookEvent"),
+        "run_id": {"type": "integer"},
+        "step_index": {"type": ["integer", "null"]},
+        "status": ref("DeliveryStatus"),
+        "attempts": {"type": "integer", "minimum": 0},
+        "last_status_code": {"type": ["integer", "null"]},
+        "last_error": {"type": ["string", "null"]},
+        "next_attempt_at": {**EPOCH_OR_NULL, "description": "When it is sent (again); "
+                                                             "null once delivered or failed"},
+        "created_at": EPOCH,
+        "delivered_at": EPOCH_OR_NULL,
+    }, ["id", "hook_id", "webhook_id", "type", "run_id", "step_index", "status", "attempts",
+        "last_status_code", "last_error", "next_attempt_at", "created_at", "delivered_at"]),
     "RunStep": obj({
         "step_index": {"type": "integer", "minimum": 0},
         "template_id": {"type": "integer"},
@@ -383,6 +419,7 @@ QUERY_ID = {"type": "string", "pattern": "^[0-9]{1,10}$"}
 TEMPLATE = {"template": ref("Template")}
 PIPELINE = {"pipeline": ref("Pipeline")}
 SCHEDULE = {"schedule": ref("Schedule")}
+HOOK = {"hook": ref("Hook")}
 RUN = {"run": ref("Run")}
 
 EDIT_ROLE = ('A template on an agent profile with edit_role = "admin" (one whose prompt '
@@ -459,6 +496,31 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {"200": {"description": "Deleted", "content": json_content(ref("Success"))},
          **errors("404")},
         role=Role.OPERATOR, body="IdBody", mutating=True),
+    ("/api/hooks", "get"): operation(
+        "List outgoing webhooks (without their secrets)",
+        ok("200", "Hooks", {"hooks": {"type": "array", "items": ref("Hook")}}),
+        role=Role.ADMIN),
+    ("/api/hooks", "post"): operation(
+        "Create an outgoing webhook; the answer carries its signing secret, once",
+        ok("201", "Created", HOOK), role=Role.ADMIN, body="HookCreate", mutating=True),
+    ("/api/hooks", "put"): operation(
+        "Update an outgoing webhook (only the fields sent)",
+        {**ok("200", "Updated", HOOK), **errors("404")},
+        role=Role.ADMIN, body="HookUpdate", mutating=True),
+    ("/api/hooks", "delete"): operation(
+        "Delete an outgoing webhook and its delivery log",
+        {"200": {"description": "Deleted", "content": json_content(ref("Success"))},
+         **errors("404")},
+        role=Role.ADMIN, body="IdBody", mutating=True),
+    ("/api/hooks/deliveries", "get"): operation(
+        "The delivery log, newest first: status, attempts, last response",
+        {**ok("200", "Deliveries", {"deliveries": {"type": "array",
+                                                   "items": ref("HookDelivery")}}),
+         **errors("404")},
+        role=Role.ADMIN,
+        params=[query("hook_id", QUERY_ID, "Only this hook's"),
+                query("limit", {"type": "integer", "minimum": 1, "maximum": 200},
+                      "How many (default 50)")]),
     ("/api/pipelines/run", "get"): operation(
         "List runs newest first, or one run with ?id=",
         {"200": {"description": "Runs, or one run", "content": json_content({"oneOf": [

@@ -26,13 +26,14 @@ from pydantic import (
 )
 
 from api.errors import ApiError
+from orchestrator import hooks
 from orchestrator.attempts import Attempt
 from orchestrator.catalog import Page, StepView
-from orchestrator.models import Pipeline, Schedule, WorkflowTemplate
+from orchestrator.models import Hook, HookDelivery, Pipeline, Schedule, WorkflowTemplate
 from orchestrator.records import RunRecord, StepRecord
 from orchestrator.schedules import InvalidSchedule, check_cron, check_timezone
 from orchestrator.transitions import MAX_STEPS, MIN_STEPS
-from orchestrator.vocab import OnFailure, OnInjection, OnLimit, RunIf, StepStatus
+from orchestrator.vocab import HookEvent, OnFailure, OnInjection, OnLimit, RunIf, StepStatus
 
 MAX_ID = 2**31 - 1
 
@@ -263,6 +264,16 @@ class ScheduleCreate(Strict):
     name: ScheduleName | None = None
 
 
+def sent_fields(body: BaseModel, sent: set[str], nullable: str) -> dict[str, Any]:
+    """The fields of an update `body` that its request sent (`sent`: the JSON's keys),
+    but its id; null only for the one field that may be cleared."""
+    out = {k: getattr(body, k) for k in sent if k in type(body).model_fields and k != "id"}
+    for key, value in out.items():
+        if value is None and key != nullable:
+            raise ApiError(400, f"{key}: may not be null")
+    return out
+
+
 class ScheduleUpdate(Strict):
     id: Id
     pipeline_id: Id | None = None
@@ -274,11 +285,36 @@ class ScheduleUpdate(Strict):
 
     def fields(self, sent: set[str]) -> dict[str, Any]:
         """The columns to write: what the request sent (only `name` may be null)."""
-        out = {k: getattr(self, k) for k in sent if k in type(self).model_fields and k != "id"}
-        for key, value in out.items():
-            if value is None and key != "name":
-                raise ApiError(400, f"{key}: may not be null")
-        return out
+        return sent_fields(self, sent, nullable="name")
+
+
+def _unique_events(events: list[str]) -> list[str]:
+    return sorted(set(events))
+
+
+HookEvents = Annotated[list[HookEvent], Field(min_length=1, max_length=20),
+                       AfterValidator(_unique_events)]
+HookUrl = Annotated[StrictStr, Field(min_length=1, max_length=2000, description=(
+    "http:// or https://; loopback and private addresses only with HOOKS_ALLOW_PRIVATE"))]
+
+
+class HookCreate(Strict):
+    url: HookUrl
+    events: HookEvents
+    description: Annotated[StrictStr, Field(max_length=5000)] | None = None
+    enabled: StrictBool = True
+
+
+class HookUpdate(Strict):
+    id: Id
+    url: HookUrl | None = None
+    events: HookEvents | None = None
+    description: Annotated[StrictStr, Field(max_length=5000)] | None = None
+    enabled: StrictBool | None = None
+
+    def fields(self, sent: set[str]) -> dict[str, Any]:
+        """The columns to write: what the request sent (only `description` may be null)."""
+        return sent_fields(self, sent, nullable="description")
 
 
 def json_body() -> dict[str, Any]:
@@ -428,16 +464,57 @@ def schedule_json(sc: Schedule) -> dict[str, Any]:
     }
 
 
-def waits_for_person(st: StepRecord) -> bool:
+def hook_json(hook: Hook, with_secret: bool = False) -> dict[str, Any]:
+    """A hook; its `secret` only in the answer that created it."""
+    out = {
+        "id": hook.id,
+        "url": hook.url,
+        "events": hooks.events_of(hook),
+        "description": hook.description,
+        "enabled": hook.enabled,
+        "created_by": hook.created_by,
+        "created_at": epoch(hook.created_at),
+        "updated_at": epoch(hook.updated_at),
+    }
+    if with_secret:
+        out["secret"] = hook.secret
+    return out
+
+
+def delivery_json(d: HookDelivery) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "hook_id": d.hook_id,
+        "webhook_id": d.webhook_id,
+        "type": d.event_type,
+        "run_id": d.run_id,
+        "step_index": d.step_index,
+        "status": d.status,
+        "attempts": d.attempts,
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "next_attempt_at": epoch(d.next_attempt_at) if d.status == "pending" else None,
+        "created_at": epoch(d.created_at),
+        "delivered_at": epoch(d.delivered_at),
+    }
+
+
+def waits_for_person(st: StepRecord, profiles: dict[str, Any] | None = None) -> bool:
     """True while the step runs on a profile whose runtime is `manual`: nothing will end it
-    but a person's Step Done / Step Failed (or a cancel)."""
-    if st.status != StepStatus.RUNNING or not has_app_context():
+    but a person's Step Done / Step Failed (or a cancel). The profiles are the app's unless
+    given (a worker rendering a webhook's body has no app)."""
+    if st.status != StepStatus.RUNNING:
         return False
-    profile = current_app.config["PROFILES"].get(st.agent)
+    if profiles is None:
+        if not has_app_context():
+            return False
+        profiles = current_app.config["PROFILES"]
+    profile = profiles.get(st.agent)
     return profile is not None and profile.runtime == "manual"
 
 
-def step_json(st: StepRecord, omit_output: bool = False) -> dict[str, Any]:
+def step_json(st: StepRecord, omit_output: bool = False,
+              profiles: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "step_index": st.step_index,
         "template_id": st.template_id,
@@ -456,7 +533,7 @@ def step_json(st: StepRecord, omit_output: bool = False) -> dict[str, Any]:
         "duration_ms": duration_ms(st.started_at, st.completed_at),
         "reused": st.reused,
         "agent": st.agent,
-        "waiting_for_person": waits_for_person(st),
+        "waiting_for_person": waits_for_person(st, profiles),
         "injection": st.injection,
     }
 
@@ -474,16 +551,18 @@ def attempt_json(a: Attempt) -> dict[str, Any]:
 
 
 def run_detail_json(
-    run: RunRecord, steps: list[StepRecord], attempts: dict[int, list[Attempt]]
+    run: RunRecord, steps: list[StepRecord], attempts: dict[int, list[Attempt]],
+    profiles: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A run as `GET ?id=` shows it: each step also with its earlier attempts."""
-    out = run_json(run, steps)
+    out = run_json(run, steps, profiles=profiles)
     for step in out["steps_snapshot"]:
         step["attempts"] = [attempt_json(a) for a in attempts.get(step["step_index"], [])]
     return out
 
 
-def run_json(run: RunRecord, steps: list[StepRecord], omit_output: bool = False) -> dict[str, Any]:
+def run_json(run: RunRecord, steps: list[StepRecord], omit_output: bool = False,
+             profiles: dict[str, Any] | None = None) -> dict[str, Any]:
     """A run as `GET ?id=` shows it; `omit_output` (run lists) keeps every key but sends
     step outputs as null and the inputs as {}, which are most of a run's size."""
     return {
@@ -492,7 +571,7 @@ def run_json(run: RunRecord, steps: list[StepRecord], omit_output: bool = False)
         "pipeline_name": run.pipeline_name,
         "status": run.status,
         "current_step": run.current_step,
-        "steps_snapshot": [step_json(st, omit_output) for st in steps],
+        "steps_snapshot": [step_json(st, omit_output, profiles) for st in steps],
         "inputs": {} if omit_output else run.inputs,
         "output_omitted": omit_output,
         "started_at": epoch(run.started_at),

@@ -96,10 +96,17 @@ def up(host: str, port: int | None, concurrency: int) -> None:
     celery = app.extensions["celery"]  # the worker below runs on the API's one Celery app
     server = make_server(host, port, app, threaded=True)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-    threading.Thread(target=_sweep_forever, args=(tasks.executor(celery), settings),
-                     name="sweeper", daemon=True).start()
-    threading.Thread(target=_fire_forever, args=(tasks.executor(celery), settings),
-                     name="schedules", daemon=True).start()
+    # `up` has no beat: these threads are its periodic tasks.
+    executor = tasks.executor(celery)
+    for name, seconds, work in (
+        ("sweep", settings.sweep_seconds,
+         lambda: tallies.record_sweep(settings, vars(executor.sweep()))),
+        ("schedules", settings.schedule_tick_seconds,
+         lambda: tasks.fire_due_schedules(executor.dispatcher)),
+        ("hooks", settings.hook_tick_seconds, lambda: tasks.deliver_due_hooks(executor)),
+    ):
+        threading.Thread(target=_every, args=(seconds, work, name), name=name,
+                         daemon=True).start()
     click.echo(f"Pipeline Orchestrator on http://{host}:{port} "
                f"(database {preflight.safe_url(settings.database_url)}, "
                f"broker {preflight.safe_url(settings.broker_url)})")
@@ -148,27 +155,14 @@ def _bootstrap_key(settings: Settings) -> None:
     click.echo(f"No API key existed: created an admin key (shown once, store it): {key}")
 
 
-def _sweep_forever(executor, settings: Settings) -> None:
-    log = logging.getLogger("orchestrator.sweeper")
+def _every(seconds: float, work, name: str) -> None:
+    log = logging.getLogger(f"orchestrator.{name}")
     while True:
-        time.sleep(settings.sweep_seconds)
+        time.sleep(seconds)
         try:
-            tallies.record_sweep(settings, vars(executor.sweep()))
+            work()
         except Exception:
-            log.exception("sweep failed")
-
-
-def _fire_forever(executor, settings: Settings) -> None:
-    """`up` has no beat: this thread is its schedules' tick."""
-    from worker.tasks import fire_due_schedules
-
-    log = logging.getLogger("orchestrator.schedules")
-    while True:
-        time.sleep(settings.schedule_tick_seconds)
-        try:
-            fire_due_schedules(executor.dispatcher)
-        except Exception:
-            log.exception("firing schedules failed")
+            log.exception("%s failed", name)
 
 
 # Threads per gunicorn worker; open event streams may take all but a few of them

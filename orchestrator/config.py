@@ -40,6 +40,15 @@ def _int(env: dict[str, str], name: str, default: int, zero_ok: bool = False) ->
     return int(_float(env, name, default, zero_ok))
 
 
+def _bool(env: dict[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be true or false, got {env[name]!r}")
+
+
 def _rate_limit(raw: str | None) -> int:
     """`RATE_LIMIT`: a count per window, or `off` (also `0`) to turn limiting off."""
     if raw is None or raw.strip() == "":
@@ -127,6 +136,17 @@ class Settings:
     events_max_streams_per_key: int = 8
     events_max_streams: int = 2000
     events_max_streams_per_process: int = 12
+    # Outgoing webhooks (SPEC §10, §15): loopback and private targets are refused unless
+    # allowed; when `hooks_allow_hosts` names hosts, deliveries go to those alone.
+    hooks_allow_private: bool = False
+    hooks_allow_hosts: tuple[str, ...] = ()
+    # The first retry of a failed delivery waits this long, each next one twice as long
+    # (at most an hour); a delivery is retried for HOOK_RETRY_HOURS before it is given up.
+    hook_retry_base_seconds: float = 10.0
+    hook_retry_hours: float = 26.0
+    # How often beat sends deliveries that are due (retries, and any a lost worker held).
+    hook_tick_seconds: float = 5.0
+    hook_timeout_seconds: float = 10.0
 
     @property
     def embedded_broker(self) -> bool:
@@ -165,6 +185,13 @@ class Settings:
             events_max_streams_per_key=_int(env, "EVENTS_MAX_STREAMS_PER_KEY", 8),
             events_max_streams=_int(env, "EVENTS_MAX_STREAMS", 2000),
             events_max_streams_per_process=_int(env, "EVENTS_MAX_STREAMS_PER_PROCESS", 12),
+            hooks_allow_private=_bool(env, "HOOKS_ALLOW_PRIVATE"),
+            hooks_allow_hosts=tuple(h.strip().lower() for h in
+                                    (env.get("HOOKS_ALLOW_HOSTS") or "").split(",") if h.strip()),
+            hook_retry_base_seconds=_float(env, "HOOK_RETRY_BASE_SECONDS", 10.0),
+            hook_retry_hours=_float(env, "HOOK_RETRY_HOURS", 26.0),
+            hook_tick_seconds=_float(env, "HOOK_TICK_SECONDS", 5.0),
+            hook_timeout_seconds=_float(env, "HOOK_TIMEOUT_SECONDS", 10.0),
         )
         # A worker renews its lease every third of it, between two polls of its session.
         if settings.poll_seconds >= settings.lease_seconds / 3:

@@ -27,7 +27,13 @@ class CancelSession:
     spawn_id: str
 
 
-Effect = RunStepMessage | CancelSession
+@dataclass(frozen=True)
+class DeliverHooks:
+    """Deliveries were written to the outbox: send what is due now rather than at the
+    next tick."""
+
+
+Effect = RunStepMessage | CancelSession | DeliverHooks
 
 
 class Dispatcher(Protocol):

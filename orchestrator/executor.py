@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from orchestrator import callbacks, db, injection_marks, logs, masking, records, runs
 from orchestrator import transitions as t
 from orchestrator.config import Settings
-from orchestrator.effects import CancelSession, Dispatcher, RunStepMessage
+from orchestrator.effects import CancelSession, DeliverHooks, Dispatcher, RunStepMessage
 from orchestrator.models import PipelineRun, RunStep, now
 from orchestrator.profiles import Profile, scan_context
 from orchestrator.prompts import PromptError
@@ -140,15 +140,20 @@ class Executor:
         if session.outcome is not None:
             return "finished", self._finish(run_id, step_index, attempt, session.outcome,
                                             session.spawn_id, go_on=go_on)
+        profile = self.profiles.get(step.agent)
+        waits_for_person = profile is not None and profile.runtime == "manual"
         try:
             recorded = self._retrying("record a spawn_id", lambda s: runs.record_spawn(
-                s, run_id, step_index, attempt, session.spawn_id, runtime.holds_worker))
+                s, run_id, step_index, attempt, session.spawn_id, runtime.holds_worker,
+                waits_for_person))
         except DBAPIError:
             runtime.terminate(session)  # unrecorded, nobody else could ever end it
             raise
         if not recorded:
             runtime.terminate(session)
             return "superseded", None
+        if waits_for_person:
+            self.dispatcher.dispatch([DeliverHooks()])  # whoever is to be told, now
         if not runtime.holds_worker:
             return "waiting", None
         outcome = self._wait(runtime, session, run_id, step_index, attempt, step)

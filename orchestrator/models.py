@@ -150,6 +150,54 @@ class Schedule(Base):
     updated_at: Mapped[float] = mapped_column(Float, default=now)
 
 
+class Hook(Base):
+    """An outgoing webhook: where to POST which events, signed with its secret."""
+
+    __tablename__ = "hooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    # The subscribed vocab.HookEvent values, comma-separated between commas
+    # (",run.failed,step.waiting,"), so that a LIKE finds a subscriber on every backend.
+    events: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # "whsec_" + base64 of the HMAC key; the service must sign with it, so it is stored.
+    secret: Mapped[str] = mapped_column(String(100))
+    created_by: Mapped[str] = mapped_column(String(200), default="system")
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    updated_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class HookDelivery(Base):
+    """One event for one hook: the outbox row, written in the transaction of the
+    transition that caused it, then sent (and retried) by workers until a 2xx."""
+
+    __tablename__ = "hook_deliveries"
+    __table_args__ = (
+        Index("ix_hook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_hook_deliveries_hook", "hook_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hook_id: Mapped[int] = mapped_column(ForeignKey("hooks.id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(32))  # a vocab.HookEvent
+    run_id: Mapped[int] = mapped_column(Integer)
+    step_index: Mapped[int | None] = mapped_column(Integer)
+    event_at: Mapped[float] = mapped_column(Float)
+    # Set at the first attempt and kept: every retry sends the same id and the same body.
+    webhook_id: Mapped[str | None] = mapped_column(String(64))
+    body: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(12), default="pending")  # a DeliveryStatus
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the next attempt is due; while one is in flight, when it counts as lost.
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    delivered_at: Mapped[float | None] = mapped_column(Float)
+
+
 class ScheduleFire(Base):
     """One fire time of a schedule, written in the transaction that starts its run: the
     unique key is what makes a fire time start at most one run, whoever fires it."""

@@ -41,14 +41,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from orchestrator import durations, injection_marks, masking
+from orchestrator import durations, hooks, injection_marks, masking
 from orchestrator import transitions as t
-from orchestrator.effects import CancelSession, Effect, RunStepMessage
+from orchestrator.effects import CancelSession, DeliverHooks, Effect, RunStepMessage
 from orchestrator.models import PipelineRun, PipelineStep, RunEvent, RunStep, now
 from orchestrator.models import WorkflowTemplate as Template
 from orchestrator.records import PIPELINES, RUNS, STEPS, NotFound, RunRecord, StepRecord, records
 from orchestrator.run_queries import load_run
-from orchestrator.vocab import OnLimit
+from orchestrator.vocab import HookEvent, OnLimit
 
 EVENTS = RunEvent.__table__
 TEMPLATES = Template.__table__
@@ -198,7 +198,7 @@ def start_run(
                            {"pipeline_id": pipeline_id, "ts": ts}).first()
     if counted is None:  # deleted since we read it: nothing of this run is kept
         raise NotFound(f"pipeline {pipeline_id} not found")
-    return _within_limit(s, tr, counted, ts)
+    return _started(conn, _within_limit(s, tr, counted, ts), ts)
 
 
 # What a rerun copies of each step: the snapshot always; the outcome only of carried steps.
@@ -266,7 +266,15 @@ def rerun_run(
     counted = conn.execute(
         _count_runs(started=True, finished=tr.run.status if tr.finished else None),
         {"pipeline_id": run.pipeline_id, "ts": ts}).first()
-    return tr if counted is None else _within_limit(s, tr, counted, ts)
+    return _started(conn, tr if counted is None else _within_limit(s, tr, counted, ts), ts)
+
+
+def _started(conn: Connection, tr: Transition, ts: float) -> Transition:
+    """`tr`, a new run, with its `run.started` hook deliveries written unless it queued
+    (it is announced when it leaves the queue)."""
+    if not tr.run.queued and hooks.outbox(conn, HookEvent.RUN_STARTED, tr.run.id, None, ts):
+        tr.effects.append(DeliverHooks())
+    return tr
 
 
 # -- concurrency limits (SPEC §10) -----------------------------------------------------------
@@ -371,13 +379,15 @@ def _promote(conn: Connection, pipeline_id: int, limit: int | None, ts: float) -
         .with_for_update(of=RUNS, skip_locked=True)
     ).all()
     effects: list[Effect] = []
+    announced = 0
     for run_id, step_index, attempt in waiting:
         _set(conn, RUNS, run_id, {"queued": False, "step_due_at": ts})
         conn.execute(insert(EVENTS), {"run_id": run_id, "pipeline_id": pipeline_id,
                                       "step_index": None, "type": "run.dequeued",
                                       "data": {"status": t.PENDING}, "created_at": ts})
+        announced += hooks.outbox(conn, HookEvent.RUN_STARTED, run_id, None, ts)
         effects.append(RunStepMessage(run_id, step_index, attempt))
-    return effects
+    return [*effects, DeliverHooks()] if announced else effects
 
 
 def promote_queued(s: Session, pipeline_id: int) -> list[Effect]:
@@ -435,10 +445,11 @@ def running_attempt(run_id: int, step_index: int, attempt: int) -> ColumnElement
 
 def record_spawn(
     s: Session, run_id: int, step_index: int, attempt: int, spawn_id: str | None,
-    holds_worker: bool,
+    holds_worker: bool, waits_for_person: bool = False,
 ) -> bool:
     """Note the session's id on the running attempt. False if the step moved on meanwhile
-    (cancelled or advanced while the session was starting): the caller must end it."""
+    (cancelled or advanced while the session was starting): the caller must end it. A
+    step that now waits for a person writes its `step.waiting` hook deliveries."""
     values: dict[str, Any] = {"spawn_id": spawn_id}
     if not holds_worker:
         values["lease_expires_at"] = None
@@ -451,6 +462,8 @@ def record_spawn(
     if res.first() is None:
         return False
     _step_event(s, run_id, step_index, "step.spawned", {"spawn_id": spawn_id, "attempt": attempt})
+    if waits_for_person:
+        hooks.outbox(s.connection(), HookEvent.STEP_WAITING, run_id, step_index, now())
     return True
 
 
@@ -642,6 +655,11 @@ def _write(s: Session, tr: Transition, ts: float, count_finished: bool = True) -
     ]
     if events:
         conn.execute(insert(EVENTS), events)
+        # The outbox, in this transaction: a crash can neither lose nor invent a delivery.
+        announced = sum(hooks.outbox(conn, e["type"], e["run_id"], e["step_index"], ts)
+                        for e in events if e["type"] in hooks.TRANSITION_EVENTS)
+        if announced:
+            tr.effects.append(DeliverHooks())
     # Only a step that ran and ended (completed or failed) has a duration to count.
     for index, status in sorted(tr.decision.steps.items()):
         step = tr.steps[index]

@@ -87,6 +87,7 @@ class AuditTarget(StrEnum):
     RUN = "run"
     KEY = "key"
     SCHEDULE = "schedule"
+    HOOK = "hook"
 
 
 class FireStatus(StrEnum):
@@ -103,6 +104,23 @@ class OnLimit(StrEnum):
     QUEUE = "queue"  # create the run queued; it starts, oldest first, when a slot frees
     SKIP = "skip"  # refuse the start (409); a schedule's fire is recorded as skipped
     CANCEL_OLDEST = "cancel_oldest"  # cancel the oldest started run, start the new one
+
+
+class HookEvent(StrEnum):
+    """What an outgoing webhook may subscribe to (SPEC §10)."""
+
+    RUN_STARTED = "run.started"  # created, or left the queue of its concurrency limit
+    RUN_COMPLETED = "run.completed"
+    RUN_FAILED = "run.failed"
+    RUN_CANCELLED = "run.cancelled"
+    STEP_FAILED = "step.failed"  # its last attempt failed
+    STEP_WAITING = "step.waiting"  # a manual step began waiting for a person
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # not yet answered 2xx: sent again after a backoff
+    DELIVERED = "delivered"
+    FAILED = "failed"  # gave up: retries ran out, or the target is not allowed
 
 
 def values(enum: type[StrEnum]) -> list[str]:

@@ -22,6 +22,11 @@ from orchestrator import db, migrate
 from orchestrator.config import Settings
 from tests.support import TEST_AGENTS, Api, Stack
 
+# Outgoing webhooks may go to this machine alone, whatever a test (or the fuzzer) stores:
+# every app a test makes and every process it starts inherits these (SPEC §15).
+os.environ["HOOKS_ALLOW_HOSTS"] = "127.0.0.1,localhost,::1"
+os.environ["HOOKS_ALLOW_PRIVATE"] = "true"
+
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_KEY = "test-admin-key-" + uuid.uuid4().hex
@@ -119,6 +124,8 @@ def stack(database_url: str, redis_url: str, agents_file: str, tmp_path_factory)
         "STEP_POLL_SECONDS": "0.05",
         "SWEEP_SECONDS": "1",
         "SCHEDULE_TICK_SECONDS": "1",
+        "HOOK_TICK_SECONDS": "0.5",
+        "HOOK_RETRY_BASE_SECONDS": "0.3",
         "LOG_LEVEL": "INFO",
     }
     with Stack(env, free_port(), workdir) as live:

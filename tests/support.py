@@ -207,3 +207,72 @@ class Stack:
     def __exit__(self, *exc: Any) -> None:
         for name in list(self.procs):
             self.stop(name)
+
+
+class HookReceiver:
+    """An HTTP server on loopback that records every webhook POST (headers and body) and
+    answers with the next status of `answers` (then 200). `hold` seconds of delay make a
+    delivery that is still in flight when its sender dies."""
+
+    def __init__(self, answers: list[int] | None = None, hold: float = 0.0):
+        import http.server
+        import threading
+
+        self.answers = list(answers or [])
+        self.hold = hold
+        self.received: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (the stdlib's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    receiver.received.append({"headers": {k.lower(): v for k, v in
+                                                          self.headers.items()},
+                                              "body": body, "at": time.time()})
+                    status = receiver.answers.pop(0) if receiver.answers else 200
+                    hold, receiver.hold = receiver.hold, 0.0
+                time.sleep(hold)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, predicate, timeout: float = 20) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                got = list(self.received)
+            if predicate(got):
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"the receiver did not get what was awaited in {timeout}s: "
+                             f"{[r['headers'].get('webhook-id') for r in got]}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def verify_signature(secret: str, delivery: dict[str, Any]) -> dict[str, Any]:
+    """Check a delivery as a Standard Webhooks receiver would, and return its JSON."""
+    import base64
+    import hmac
+    import json as json_module
+
+    headers = delivery["headers"]
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + delivery["body"]
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    given = [s.partition(",")[2] for s in headers["webhook-signature"].split()
+             if s.startswith("v1,")]
+    assert any(hmac.compare_digest(expected, s) for s in given), "bad webhook-signature"
+    assert abs(time.time() - int(headers["webhook-timestamp"])) < 300
+    return json_module.loads(delivery["body"])

@@ -49,6 +49,7 @@ def make_celery(settings: Settings) -> Celery:
             "orchestrator.sweep": {"queue": control},
             "orchestrator.purge_idempotency_keys": {"queue": control},
             "orchestrator.fire_schedules": {"queue": control},
+            "orchestrator.deliver_hooks": {"queue": control},
         },
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
@@ -61,6 +62,10 @@ def make_celery(settings: Settings) -> Celery:
             "fire-schedules": {"task": "orchestrator.fire_schedules",
                                "schedule": settings.schedule_tick_seconds,
                                "options": {"expires": settings.schedule_tick_seconds}},
+            # Retries, and deliveries a lost worker held; a transition's own are sent at once.
+            "deliver-hooks": {"task": "orchestrator.deliver_hooks",
+                              "schedule": settings.hook_tick_seconds,
+                              "options": {"expires": settings.hook_tick_seconds}},
             "purge-idempotency-keys": {
                 "task": "orchestrator.purge_idempotency_keys", "schedule": 3600.0,
             },

@@ -7,7 +7,7 @@ import time
 
 from celery import Celery
 
-from orchestrator.effects import CancelSession, Effect, RunStepMessage
+from orchestrator.effects import CancelSession, DeliverHooks, Effect, RunStepMessage
 from worker.app import VISIBILITY_TIMEOUT
 
 log = logging.getLogger("orchestrator.dispatch")
@@ -59,3 +59,6 @@ class CeleryDispatcher:
             self.app.send_task(
                 "orchestrator.cancel_session", args=[effect.agent, effect.spawn_id]
             )
+        elif isinstance(effect, DeliverHooks):
+            # A backlog of kicks is pointless: one sends everything that is due.
+            self.app.send_task("orchestrator.deliver_hooks", expires=60)

@@ -7,7 +7,8 @@ from functools import cache
 
 from celery import Celery, shared_task
 
-from orchestrator import db, idempotency, schedules
+from orchestrator import db, hook_delivery, idempotency, run_queries, schedules
+from orchestrator.attempts import earlier_attempts
 from orchestrator.effects import Dispatcher
 from orchestrator.executor import Executor
 from orchestrator.profiles import load_profiles
@@ -61,3 +62,25 @@ def fire_due_schedules(dispatcher: Dispatcher, at: float | None = None) -> int:
     for f in fired:
         dispatcher.dispatch(f.effects)
     return len(fired)
+
+
+@shared_task(name="orchestrator.deliver_hooks", bind=True)
+def deliver_hooks(self) -> int:
+    return deliver_due_hooks(executor(self.app))
+
+
+def deliver_due_hooks(ex: Executor) -> int:
+    """Send the outgoing webhooks that are due (a kick after a transition wrote some,
+    beat's tick for retries and for any a lost worker held)."""
+
+    def render(s, run_id: int, step_index: int | None) -> dict:
+        from api.schemas import run_detail_json
+
+        run, steps = run_queries.load_run(s, run_id)
+        data = {"run": run_detail_json(run, steps, earlier_attempts(s, run, steps),
+                                       profiles=ex.profiles)}
+        if step_index is not None:
+            data["step"] = data["run"]["steps_snapshot"][step_index]
+        return data
+
+    return hook_delivery.deliver_due(ex.settings, render)

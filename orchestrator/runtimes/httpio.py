@@ -85,12 +85,13 @@ def error_detail(reply: Reply, limit: int = 300) -> str:
 
 
 class Request:
-    """A POST of a JSON body; `send` blocks, `abort` (any thread) ends it."""
+    """A POST of a JSON body (a value, or its bytes as they are to be sent); `send`
+    blocks, `abort` (any thread) ends it."""
 
     def __init__(self, url: str, payload: Any, headers: dict[str, str] | None = None,
                  connect_timeout: float = 10.0, read_timeout: float = 60.0):
         self.url = url
-        self.body = json.dumps(payload).encode()
+        self.body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.headers = {"Content-Type": "application/json", "Accept": "application/json",
                         **(headers or {})}
         self.connect_timeout = connect_timeout

@@ -61,6 +61,11 @@ def schedule(client) -> int:
     return admin(client, "post", "/api/schedules", body, 201)["schedule"]["id"]
 
 
+def hook(client) -> int:
+    body = {"url": "http://127.0.0.1:9/hook", "events": ["run.failed"], "enabled": False}
+    return admin(client, "post", "/api/hooks", body, 201)["hook"]["id"]
+
+
 def valid_request(client, path: str, method: str) -> tuple[dict, int]:
     """A request that succeeds for a caller with the right role, and its status."""
     if (path, method) == ("/api/workflows", "post"):
@@ -83,6 +88,14 @@ def valid_request(client, path: str, method: str) -> tuple[dict, int]:
         return {"json": {"id": schedule(client), "enabled": False}}, 200
     if (path, method) == ("/api/schedules", "delete"):
         return {"json": {"id": schedule(client)}}, 200
+    if (path, method) == ("/api/hooks", "post"):
+        # disabled: the session's live stack would otherwise deliver every run's end to it
+        return {"json": {"url": "http://127.0.0.1:9/h", "events": ["run.completed"],
+                         "enabled": False}}, 201
+    if (path, method) == ("/api/hooks", "put"):
+        return {"json": {"id": hook(client), "enabled": False}}, 200
+    if (path, method) == ("/api/hooks", "delete"):
+        return {"json": {"id": hook(client)}}, 200
     if (path, method) == ("/api/pipelines/run", "post"):
         return {"json": {"action": "cancel", "run_id": manual_run(client)}}, 202
     if (path, method) == ("/api/apply", "post"):
