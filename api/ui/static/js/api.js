@@ -148,6 +148,9 @@ export const api = {
   updatePipeline: (p) => request("PUT", "/api/pipelines", { body: p, what: "save this pipeline" }),
   deletePipeline: (id) => request("DELETE", "/api/pipelines", { body: { id }, what: "delete this pipeline" }),
   schedules: () => request("GET", "/api/schedules", { what: "list schedules" }),
+  createSchedule: (sc) => request("POST", "/api/schedules", { body: sc, what: "create this schedule" }),
+  updateSchedule: (sc) => request("PUT", "/api/schedules", { body: sc, what: "save this schedule" }),
+  deleteSchedule: (id) => request("DELETE", "/api/schedules", { body: { id }, what: "delete this schedule" }),
   runs: (q = {}) => request("GET", `/api/pipelines/run${query(q)}`, { what: "list runs" }),
   run: (id) => request("GET", `/api/pipelines/run?id=${encodeURIComponent(id)}`, { what: "load this run" }),
   startRun: (pipelineId, inputs) =>

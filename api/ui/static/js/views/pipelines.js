@@ -20,6 +20,7 @@ import {
   changed,
   goToPage,
   loadPipelineRuns,
+  loadSchedules,
   refreshPipelines,
   runsOf,
   schedulesOf,
@@ -210,6 +211,13 @@ async function openForm(pipeline) {
     Object.entries(LIMIT_LABELS).map(([value, label]) => h("option", { value, selected: (pipeline?.on_limit || "queue") === value }, label)),
   );
   const stepList = h("ol.step-editor", { id: "pf-steps" });
+  // The pipeline's schedules, edited here and saved after the pipeline (each by its own
+  // request: a schedule the server refuses is reported on the card, the rest stand).
+  const localZone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  const scheds = pipeline ? schedulesOf(pipeline.id).map((sc) => ({ ...sc, saved: { ...sc } })) : [];
+  const removed = [];
+  const schedList = h("ul.schedule-editor", { id: "pf-schedules" });
+  const addSched = h("button.btn.btn-ghost", { type: "button", id: "pf-add-schedule" }, "Add schedule");
   const picker = h(
     "select",
     { id: "pf-add-template", "aria-label": "Template to add" },
@@ -228,6 +236,7 @@ async function openForm(pipeline) {
     h("label.field", h("span", "Description ", h("em.muted", "optional")), desc),
     h("div.field-row", h("label.field", h("span", "Runs at once ", h("em.muted", "optional")), maxRuns), h("label.field", h("span", "Beyond that"), onLimit)),
     h("fieldset.field", h("legend", "Steps"), stepList, h("div.add-step", picker, addBtn), hint),
+    h("fieldset.field", h("legend", "Schedules ", h("em.muted", "optional")), schedList, h("div.add-step", addSched)),
     error,
     h(
       "div.form-actions",
@@ -290,6 +299,47 @@ async function openForm(pipeline) {
           : `${steps.length} steps. Steps run top to bottom.`;
   }
 
+  function redrawSchedules() {
+    schedList.replaceChildren(
+      ...scheds.map((sc, i) =>
+        h(
+          "li.schedule-row",
+          { dataset: { index: i } },
+          h("input.sched-cron", { "aria-label": `Cron of schedule ${i + 1}`, value: sc.cron, maxlength: 200, placeholder: "m h dom mon dow", oninput: (e) => { sc.cron = e.target.value; } }),
+          h("input.sched-zone", { "aria-label": `Time zone of schedule ${i + 1}`, value: sc.timezone, maxlength: 64, oninput: (e) => { sc.timezone = e.target.value; } }),
+          h("label.sched-enabled", h("input", { type: "checkbox", checked: sc.enabled, onchange: (e) => { sc.enabled = e.target.checked; } }), " on"),
+          h("button.icon-btn.danger-text", { type: "button", title: "Remove", "aria-label": `Remove schedule ${i + 1}`, onclick: () => { if (sc.id) removed.push(sc.id); scheds.splice(i, 1); redrawSchedules(); } }, "✕"),
+        ),
+      ),
+    );
+    if (!scheds.length) schedList.append(h("li.step-empty.muted.small", "Runs start only when someone starts them."));
+  }
+
+  addSched.addEventListener("click", () => {
+    scheds.push({ cron: "0 3 * * *", timezone: localZone, enabled: true });
+    redrawSchedules();
+  });
+
+  async function saveSchedules(pipelineId) {
+    const failures = [];
+    const attempt = async (what, work) => {
+      try {
+        await work();
+      } catch (err) {
+        failures.push(`${what}: ${err.message}`);
+      }
+    };
+    for (const id of removed) await attempt("a removed schedule", () => api.deleteSchedule(id));
+    for (const sc of scheds) {
+      const body = { cron: sc.cron.trim(), timezone: sc.timezone.trim(), enabled: sc.enabled };
+      if (!sc.id) await attempt(`schedule ${body.cron}`, () => api.createSchedule({ pipeline_id: pipelineId, ...body }));
+      else if (body.cron !== sc.saved.cron || body.timezone !== sc.saved.timezone || body.enabled !== sc.saved.enabled)
+        await attempt(`schedule ${body.cron}`, () => api.updateSchedule({ id: sc.id, ...body }));
+    }
+    await loadSchedules();
+    setError(`pipeline:${pipelineId}`, failures.length ? `Pipeline saved, but not ${failures.join("; ")}` : null);
+  }
+
   function move(i, d) {
     const [s] = steps.splice(i, 1);
     steps.splice(i + d, 0, s);
@@ -322,9 +372,11 @@ async function openForm(pipeline) {
     try {
       if (pipeline) {
         await api.updatePipeline({ id: pipeline.id, ...body });
+        await saveSchedules(pipeline.id);
         await refreshPipelines();
       } else {
-        await api.createPipeline(body);
+        const created = await api.createPipeline(body);
+        await saveSchedules(created.pipeline.id);
         await goToPage("pipelines", 0); // the newest first: the new pipeline is on page 1
       }
       dialog.close();
@@ -339,6 +391,7 @@ async function openForm(pipeline) {
   dialog.addEventListener("close", () => dialog.remove());
   document.body.append(dialog);
   redraw();
+  redrawSchedules();
   dialog.showModal();
   name.focus();
 }
