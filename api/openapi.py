@@ -160,6 +160,8 @@ SCHEMAS: dict[str, Any] = {
         "retries": {"type": "integer"},
         "retry_backoff_seconds": {"type": "number"},
         "on_injection": ref("OnInjection"),
+        "output_contract": {"type": ["object", "null"],
+                            "description": "{json_schema} or {regex}; null: none"},
         "created_by": {"type": "string"},
         "created_at": EPOCH,
         "updated_at": EPOCH,

@@ -29,6 +29,7 @@ from api.errors import ApiError
 from orchestrator import hooks
 from orchestrator.attempts import Attempt
 from orchestrator.catalog import Page, StepView
+from orchestrator.contracts import InvalidContract, check_contract
 from orchestrator.models import Hook, HookDelivery, Pipeline, Schedule, WorkflowTemplate
 from orchestrator.records import RunRecord, StepRecord
 from orchestrator.schedules import InvalidSchedule, check_cron, check_timezone
@@ -121,6 +122,23 @@ Seconds = Annotated[StrictInt | StrictFloat, Field(ge=0, le=3600),
                     WithJsonSchema({"type": "number", "minimum": 0, "maximum": 3600})]
 
 
+def _contract(value: Any) -> Any:
+    try:
+        return check_contract(value)
+    except InvalidContract as exc:  # a ValueError is what pydantic reports (a 400)
+        raise ValueError(str(exc)) from None
+
+
+OutputContract = Annotated[dict[str, Any], AfterValidator(_contract), WithJsonSchema({
+    "oneOf": [{"type": "object", "properties": {"json_schema": {"type": "object"}},
+               "required": ["json_schema"], "additionalProperties": False},
+              {"type": "object", "properties": {"regex": {"type": "string", "minLength": 1,
+                                                          "maxLength": 2000}},
+               "required": ["regex"], "additionalProperties": False}],
+    "description": "What the step's output must satisfy: a JSON Schema, or a regex searched "
+                   "for in it"})]
+
+
 class TemplateFields(Strict):
     name: Name | None = None
     description: Annotated[StrictStr, Field(max_length=5000)] | None = None
@@ -136,6 +154,7 @@ class TemplateFields(Strict):
     retries: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
     retry_backoff_seconds: Seconds | None = None
     on_injection: OnInjection | None = None
+    output_contract: OutputContract | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> TemplateFields:
@@ -404,6 +423,7 @@ def template_json(tpl: WorkflowTemplate) -> dict[str, Any]:
         "retries": tpl.retries,
         "retry_backoff_seconds": tpl.retry_backoff_seconds,
         "on_injection": tpl.on_injection,
+        "output_contract": tpl.output_contract,
         "created_by": tpl.created_by,
         "created_at": epoch(tpl.created_at),
         "updated_at": epoch(tpl.updated_at),

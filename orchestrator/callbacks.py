@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from orchestrator import runs
+from orchestrator import contracts, masking, runs
 from orchestrator import transitions as t
 from orchestrator.effects import CancelSession
 from orchestrator.models import RunStep
@@ -76,13 +76,20 @@ def resolve(s: Session, run_id: int, step_index: int, attempt: int,
             report: Report) -> runs.Transition:
     """Resolve the attempt the callback is for. A refusal (the attempt is no longer
     running: resolved already, cancelled, timed out, retried) changes nothing."""
+    success = report.success
+    error = None if success else (report.error or "the agent gateway reported failure")
+    if success:  # the gateway's answer is held to the step's output contract too
+        contract = s.scalar(select(RunStep.output_contract).where(
+            RunStep.run_id == run_id, RunStep.step_index == step_index))
+        error = contracts.violation(contract, masking.mask(report.output))
+        success = error is None
     result = runs.StepResult(
-        error=None if report.success else (report.error or "the agent gateway reported failure"),
+        error=error,
         output=report.output,
         output_truncated=report.output_truncated,
         usage=report.usage,
     )
-    proposal = t.Resolve(report.success, step_index, attempt, allow_pending=False)
+    proposal = t.Resolve(success, step_index, attempt, allow_pending=False)
     tr = runs.resolve_step(s, run_id, proposal, result)
     # The gateway's own session has ended: it need not be told to cancel it.
     tr.effects = [

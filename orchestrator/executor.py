@@ -13,12 +13,12 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import and_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from orchestrator import callbacks, db, injection_marks, logs, masking, records, runs
+from orchestrator import callbacks, contracts, db, injection_marks, logs, masking, records, runs
 from orchestrator import transitions as t
 from orchestrator.config import Settings
 from orchestrator.effects import CancelSession, DeliverHooks, Dispatcher, RunStepMessage
@@ -78,6 +78,15 @@ class SweepReport:
     promoted: int = 0  # queued runs started into slots that no finish filled
 
 
+def held_to_contract(step: records.StepRecord, outcome: Outcome) -> Outcome:
+    """A successful outcome whose output breaks the step's output contract, as the failure
+    that says why (checked on the output as it will be stored: masked, not yet cut)."""
+    if not outcome.success:
+        return outcome
+    why = contracts.violation(step.output_contract, masking.mask(outcome.output))
+    return outcome if why is None else replace(outcome, success=False, error=why)
+
+
 class Executor:
     def __init__(
         self,
@@ -128,7 +137,7 @@ class Executor:
         logs.bind(run_id=run_id, step_index=step_index, pipeline=tr.run.pipeline_name)
         try:
             runtime = self._runtime(step.agent)
-            request = self._request(tr.run, step, tr.steps[:step_index])
+            request = self._request(tr.run, step, tr.steps[:step_index], tr.previous_error)
             self._check_injection(tr.run, step, tr.steps[:step_index])
             if getattr(runtime, "takes_callback", False):
                 request = self._arm_callback(request)
@@ -138,7 +147,8 @@ class Executor:
             return "spawn-failed", self._finish(run_id, step_index, attempt, outcome, go_on=go_on)
         logs.bind(spawn_id=session.spawn_id)
         if session.outcome is not None:
-            return "finished", self._finish(run_id, step_index, attempt, session.outcome,
+            return "finished", self._finish(run_id, step_index, attempt,
+                                            held_to_contract(step, session.outcome),
                                             session.spawn_id, go_on=go_on)
         profile = self.profiles.get(step.agent)
         waits_for_person = profile is not None and profile.runtime == "manual"
@@ -159,7 +169,8 @@ class Executor:
         outcome = self._wait(runtime, session, run_id, step_index, attempt, step)
         if outcome is None:
             return "superseded", None
-        return "finished", self._finish(run_id, step_index, attempt, outcome, session.spawn_id,
+        return "finished", self._finish(run_id, step_index, attempt,
+                                        held_to_contract(step, outcome), session.spawn_id,
                                         go_on=go_on)
 
     def _runtime(self, agent: str) -> Runtime:
@@ -171,7 +182,8 @@ class Executor:
         return get_runtime(profile)
 
     def _request(
-        self, run: records.RunRecord, step: records.StepRecord, earlier: list[records.StepRecord]
+        self, run: records.RunRecord, step: records.StepRecord, earlier: list[records.StepRecord],
+        previous_error: str | None = None,
     ) -> SpawnRequest:
         prompt = render_bounded(
             self.settings,
@@ -179,7 +191,8 @@ class Executor:
             run.inputs,
             earlier,
             run={"id": run.id, "pipeline_id": run.pipeline_id, "pipeline_name": run.pipeline_name},
-            step={"index": step.step_index, "attempt": step.attempt, "name": step.template_name},
+            step={"index": step.step_index, "attempt": step.attempt, "name": step.template_name,
+                  "previous_error": previous_error if step.attempt > 1 else None},
         )
         return SpawnRequest(
             run_id=run.id,

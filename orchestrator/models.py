@@ -72,6 +72,8 @@ class WorkflowTemplate(Base):
     # What a step does when what flows into its prompt trips the injection guard.
     on_injection: Mapped[str] = mapped_column(String(8), default=OnInjection.WARN.value,
                                               server_default=OnInjection.WARN.value)
+    # What the step's output must satisfy (orchestrator.contracts), or None.
+    output_contract: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)
     created_by: Mapped[str] = mapped_column(String(200), default="system")
     created_at: Mapped[float] = mapped_column(Float, default=now)
     updated_at: Mapped[float] = mapped_column(Float, default=now)
@@ -286,6 +288,8 @@ class RunStep(Base):
     # The injection guard's findings in `output`, scanned when it was stored; and the mark:
     # what flowed into this step's prompt and tripped it (rule, description, source).
     output_injection: Mapped[list[Any] | None] = mapped_column(NullableJSON)
+    # The template's output contract when the run started (orchestrator.contracts).
+    output_contract: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)
     injection: Mapped[list[Any] | None] = mapped_column(NullableJSON)
     # Who holds the running attempt, until when (renewed by heartbeats), and when the
     # step must be over. A step waiting on an external session has no lease.

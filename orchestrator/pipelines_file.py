@@ -38,6 +38,7 @@ TEMPLATE_DEFAULTS: dict[str, Any] = {
     "retries": 0,
     "retry_backoff_seconds": 0,
     "on_injection": OnInjection.WARN.value,  # plain strings: these are written as YAML
+    "output_contract": None,
 }
 # Which stored object an item is, and how steps refer to it: never sent as fields.
 REFERENCES = ("id", "ref")

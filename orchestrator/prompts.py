@@ -21,7 +21,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.nodes import Concat
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment, SecurityError
 
-from orchestrator import prompt_caps
+from orchestrator import contracts, prompt_caps
 from orchestrator.prompt_caps import MAX_RENDERED_CHARS, check_size
 
 # Every `range()` of one rendering together may yield this many numbers.
@@ -155,6 +155,8 @@ def step_context(step: Any) -> dict[str, Any]:
         "attempt": step.attempt,
         "output": step.output or "",
         "error": step.error or "",
+        # The output's JSON value when the step's contract is a JSON Schema, else None.
+        "json": contracts.parsed(getattr(step, "output_contract", None), step.output),
     }
 
 
@@ -194,6 +196,8 @@ def render_steps(
         "steps": Steps(steps),
         "run": dict(run or {}),
         "step": dict(step or {}),
+        # The last attempt's error on a retry, so that an agent can repair its answer.
+        "previous_error": (step or {}).get("previous_error") or "",
         "range": budgeted_range,
     }
     try:

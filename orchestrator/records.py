@@ -81,6 +81,7 @@ class StepRecord(ListedStep):
     retry_backoff_seconds: float
     on_injection: str
     output_injection: list[Any] | None
+    output_contract: dict[str, Any] | None
     worker: str | None
     lease_expires_at: float | None
     deadline_at: float | None

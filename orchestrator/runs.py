@@ -82,7 +82,8 @@ _SNAPSHOT_STEPS = (
     .from_select(
         ["run_id", "step_index", "template_id", "template_name", "on_failure", "run_if",
          "agent", "model", "prompt", "parameters", "timeout_seconds", "max_attempts",
-         "retry_backoff_seconds", "on_injection", "status", "attempt", "output_truncated"],
+         "retry_backoff_seconds", "on_injection", "output_contract", "status", "attempt",
+         "output_truncated"],
         select(
             bindparam("run_id", type_=Integer),
             PIPELINE_STEPS.c.position,
@@ -98,6 +99,7 @@ _SNAPSHOT_STEPS = (
             TEMPLATES.c.retries + 1,
             TEMPLATES.c.retry_backoff_seconds,
             TEMPLATES.c.on_injection,
+            TEMPLATES.c.output_contract,
             literal(t.PENDING),
             literal(1),
             literal(False),
@@ -137,6 +139,9 @@ class Transition:
     step_changes: dict[int, dict[str, Any]] = field(default_factory=dict)
     events: list[tuple[int | None, str, dict[str, Any]]] = field(default_factory=list)
     finished: bool = False
+    # After a claim: the claimed step's error before it (its last attempt's, on a retry),
+    # which the attempt's prompt sees as `previous_error`.
+    previous_error: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -205,7 +210,7 @@ def start_run(
 _SNAPSHOT_COLUMNS = (
     "step_index", "template_id", "template_name", "on_failure", "run_if", "agent", "model",
     "prompt", "parameters", "timeout_seconds", "max_attempts", "retry_backoff_seconds",
-    "on_injection",
+    "on_injection", "output_contract",
 )
 # A carried step keeps what the injection guard found in its output, and its own mark.
 _OUTCOME_COLUMNS = (
@@ -558,6 +563,8 @@ def _transition(
     ts = now()
     tr = _apply(run, steps, decision, ts, result=result, worker=worker,
                 lease_seconds=lease_seconds)
+    if isinstance(proposal, t.Claim):
+        tr.previous_error = steps[proposal.step_index].error
     if continue_as is not None:
         tr = _chain_claim(tr, ts, continue_as, lease_seconds)
     _write(s, tr, ts)
@@ -574,6 +581,7 @@ def _chain_claim(tr: Transition, ts: float, worker: str, lease_seconds: float) -
     if not decision.accepted:
         return tr
     claim = _apply(tr.run, tr.steps, decision, ts, worker=worker, lease_seconds=lease_seconds)
+    claim.previous_error = tr.steps[due[0].step_index].error
     return replace(tr, effects=[e for e in tr.effects if e is not due[0]], claimed_next=claim)
 
 
