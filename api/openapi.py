@@ -300,7 +300,9 @@ SCHEMAS: dict[str, Any] = {
         "output": {"type": ["string", "null"],
                    "description": "null in run lists (see the run's output_omitted)"},
         "output_truncated": {"type": "boolean"},
-        "usage": {"type": ["object", "null"]},
+        "usage": {"type": ["object", "null"],
+                  "description": "What the runtime reported, plus input_tokens, "
+                                 "output_tokens and cost_usd (null when no price is known)"},
         "duration_ms": {"type": ["integer", "null"], "minimum": 0,
                         "description": "From start to end, to the millisecond; null until "
                                        "both are known"},
@@ -351,6 +353,10 @@ SCHEMAS: dict[str, Any] = {
         "queued": {"type": "boolean",
                    "description": "true while the run waits for a slot under its "
                                   "pipeline's concurrency limit"},
+        "usage": {"type": ["object", "null"],
+                  "description": "The sum of its steps' usage: input_tokens, output_tokens, "
+                                 "cost_usd (null when no step's cost is known); null when no "
+                                 "step reported any"},
     }, ["id", "pipeline_id", "pipeline_name", "status", "current_step", "steps_snapshot",
         "started_at", "completed_at", "triggered_by", "created_at"]),
     "Key": obj({

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from api.errors import ApiError
-from orchestrator import hooks
+from orchestrator import hooks, usage
 from orchestrator.attempts import Attempt
 from orchestrator.catalog import Page, StepView
 from orchestrator.contracts import InvalidContract, check_contract
@@ -601,4 +601,5 @@ def run_json(run: RunRecord, steps: list[StepRecord], omit_output: bool = False,
         "duration_ms": duration_ms(run.started_at, run.completed_at),
         "rerun_of": run.rerun_of,
         "queued": run.queued,
+        "usage": usage.total(st.usage for st in steps),
     }

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from orchestrator import contracts, masking, runs
+from orchestrator import contracts, masking, runs, usage
 from orchestrator import transitions as t
 from orchestrator.effects import CancelSession
 from orchestrator.models import RunStep
@@ -87,7 +87,7 @@ def resolve(s: Session, run_id: int, step_index: int, attempt: int,
         error=error,
         output=report.output,
         output_truncated=report.output_truncated,
-        usage=report.usage,
+        usage=usage.normalize(report.usage),
     )
     proposal = t.Resolve(success, step_index, attempt, allow_pending=False)
     tr = runs.resolve_step(s, run_id, proposal, result)

@@ -18,7 +18,17 @@ from dataclasses import dataclass, replace
 from sqlalchemy import and_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from orchestrator import callbacks, contracts, db, injection_marks, logs, masking, records, runs
+from orchestrator import (
+    callbacks,
+    contracts,
+    db,
+    injection_marks,
+    logs,
+    masking,
+    records,
+    runs,
+    usage,
+)
 from orchestrator import transitions as t
 from orchestrator.config import Settings
 from orchestrator.effects import CancelSession, DeliverHooks, Dispatcher, RunStepMessage
@@ -148,7 +158,7 @@ class Executor:
         logs.bind(spawn_id=session.spawn_id)
         if session.outcome is not None:
             return "finished", self._finish(run_id, step_index, attempt,
-                                            held_to_contract(step, session.outcome),
+                                            self._settle(step, session.outcome),
                                             session.spawn_id, go_on=go_on)
         profile = self.profiles.get(step.agent)
         waits_for_person = profile is not None and profile.runtime == "manual"
@@ -170,8 +180,15 @@ class Executor:
         if outcome is None:
             return "superseded", None
         return "finished", self._finish(run_id, step_index, attempt,
-                                        held_to_contract(step, outcome), session.spawn_id,
+                                        self._settle(step, outcome), session.spawn_id,
                                         go_on=go_on)
+
+    def _settle(self, step: records.StepRecord, outcome: Outcome) -> Outcome:
+        """The session's outcome as the step records it: its usage in this service's words
+        (priced by the step's profile), and held to the step's output contract."""
+        profile = self.profiles.get(step.agent)
+        spent = usage.normalize(outcome.usage, usage.prices(profile.options) if profile else None)
+        return held_to_contract(step, replace(outcome, usage=spent))
 
     def _runtime(self, agent: str) -> Runtime:
         profile = self.profiles.get(agent)

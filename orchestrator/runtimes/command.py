@@ -24,6 +24,7 @@ import tempfile
 import time
 from typing import IO
 
+from orchestrator import usage
 from orchestrator.profiles import Profile
 from orchestrator.runtimes import (
     AgentSession,
@@ -149,16 +150,17 @@ class CommandRuntime:
         # The leader is gone; children it left in its group must not outlive the step.
         _signal_group(proc.pid, signal.SIGKILL)
         (stdout, cut), (stderr, _) = _tail(out), _tail(err)
+        spent = usage.read_report(files[2])
         _close(files)
         if code == 0:
-            return Outcome(True, output=stdout, output_truncated=cut)
+            return Outcome(True, output=stdout, output_truncated=cut, usage=spent)
         if code < 0:
             reason = f"killed by {signal.Signals(-code).name}"
         else:
             reason = f"exit status {code}"
         detail = stderr.strip()
         return Outcome(False, output=stdout, error=f"{reason}: {detail}" if detail else reason,
-                       output_truncated=cut)
+                       output_truncated=cut, usage=spent)
 
     def terminate(self, session: AgentSession) -> None:
         proc, files = session.handle

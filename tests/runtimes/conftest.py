@@ -60,6 +60,8 @@ runtime = "openai"
 base_url = "{llm.base_url}"
 api_key_env = "{LLM_KEY_ENV}"
 retry_backoff_seconds = 0.05
+price_input_per_mtok = 3.0
+price_output_per_mtok = 15.0
 
 [agents.llm-down]
 runtime = "openai"

@@ -159,3 +159,24 @@ def test_on_failure_applies_only_after_the_last_attempt(rt_api, rt_database_url)
     assert done["steps_snapshot"][1]["status"] == "skipped"
     spawned = events(rt_database_url, run["id"], "step.spawned")
     assert [(e["step_index"], e["attempt"]) for e in spawned] == [(0, 1), (0, 2)]
+
+
+def test_a_command_step_reports_usage_through_its_usage_file(rt_api):
+    spend = rt_api.template(
+        """echo '{"input_tokens": 1200, "output_tokens": 300, "cost_usd": 0.021, """
+        """"model": "local"}' > "$ORCH_USAGE_FILE"; echo done""")
+    silent = rt_api.template("echo nothing to report")
+    cheap = rt_api.template("""echo '{"prompt_tokens": 10, "completion_tokens": 5}' """
+                            """> "$ORCH_USAGE_FILE" """)
+    run = rt_api.wait(rt_api.start(rt_api.pipeline(spend["id"], silent["id"],
+                                                   cheap["id"])["id"])["id"])
+    assert run["status"] == "completed", run
+    first, second, third = run["steps_snapshot"]
+    assert first["usage"] == {"input_tokens": 1200, "output_tokens": 300, "cost_usd": 0.021,
+                              "model": "local"}
+    assert second["usage"] is None
+    assert third["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "input_tokens": 10,
+                              "output_tokens": 5, "cost_usd": None}, "no price: no cost"
+    assert run["usage"] == {"input_tokens": 1210, "output_tokens": 305, "cost_usd": 0.021}
+    listed = rt_api.ok("GET", f"/api/pipelines/run?pipeline_id={run['pipeline_id']}")["runs"]
+    assert listed[0]["usage"] == run["usage"]

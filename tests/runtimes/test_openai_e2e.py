@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.runtimes import fakes
 from tests.runtimes.conftest import LLM_KEY
 from tests.runtimes.helpers import all_rows_text
@@ -24,7 +26,14 @@ def test_an_openai_step_sends_the_request_and_keeps_spawn_id_output_and_usage(
     assert done["status"] == "completed", done
     step = done["steps_snapshot"][0]
     assert step["spawn_id"] == "chatcmpl-e2e-1"
-    assert step["output"] == "LGTM, two nits." and step["usage"] == usage
+    assert step["output"] == "LGTM, two nits."
+    # What the server reported, in its words and ours, priced by the profile ($3 and $15
+    # per million input and output tokens).
+    cost = (12 * 3.0 + 4 * 15.0) / 1e6
+    assert step["usage"] == {**usage, "input_tokens": 12, "output_tokens": 4,
+                             "cost_usd": pytest.approx(cost)}
+    assert done["usage"] == {"input_tokens": 12, "output_tokens": 4,
+                             "cost_usd": pytest.approx(cost)}
     assert step["attempt"] == 1 and step["error"] is None
     assert done["steps_snapshot"][1]["output"] == "LGTM, two nits."
     [seen] = llm.requests_for(model)

@@ -155,3 +155,22 @@ def test_a_registered_step_action_appears_in_each_step_row(open_page, keys, api)
     expect(slots).to_have_count(2)
     expect(slots.nth(0)).to_have_text("probe 0")
     expect(slots.nth(1)).to_have_text("probe 1")
+
+
+def test_the_detail_shows_what_each_step_and_the_run_spent(open_page, keys, api):
+    spend = api.template(
+        """echo '{"input_tokens": 1200, "output_tokens": 300, "cost_usd": 0.021}' """
+        """> "$ORCH_USAGE_FILE" """, name=unique("Spend"))
+    tokens_only = api.template(
+        """echo '{"prompt_tokens": 10, "completion_tokens": 5}' > "$ORCH_USAGE_FILE" """,
+        name=unique("Tokens"))
+    run = api.wait(api.start(api.pipeline(spend["id"], tokens_only["id"])["id"])["id"])
+    assert run["status"] == "completed", run
+    page = open_page(keys["viewer"])
+    page.goto(f"/#/runs/{run['id']}")
+    expect(page.locator(".run-head .run-usage dd")).to_have_text("1,210 in · 305 out · $0.0210")
+    steps = page.locator(".step-item")
+    expect(steps.nth(0).locator(".step-usage dd")).to_have_text("1,200 in · 300 out · $0.0210")
+    expect(steps.nth(1).locator(".step-usage dd")).to_have_text("10 in · 5 out")
+    shot(page, "run-usage")
+    assert page.errors == []

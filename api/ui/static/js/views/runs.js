@@ -101,6 +101,7 @@ function header(run) {
       fact("Started", fmtDateTime(run.started_at)),
       fact("Finished", fmtDateTime(run.completed_at)),
       fact("Duration", duration(run.started_at, run.completed_at, run.duration_ms)),
+      run.usage ? h("div.fact.run-usage", h("dt", "Usage"), h("dd", usageText(run.usage))) : null,
       run.rerun_of ? fact("Rerun of", h("a.rerun-of", { href: `#/runs/${run.rerun_of}` }, `Run #${run.rerun_of}`)) : null,
     ),
     ACTIVE.has(run.status) ? runControls(run) : null,
@@ -119,6 +120,13 @@ function inputsCard(run) {
       entries.map(([k, v]) => h("div.input", { dataset: { input: k } }, h("dt", h("code", `inputs.${k}`)), h("dd", h("pre", typeof v === "string" ? v : JSON.stringify(v, null, 2))))),
     );
   return h("section.card.run-inputs", { id: "run-inputs", dataset: { key: "inputs" } }, h("h2", "Inputs"), content);
+}
+
+// Tokens in and out, and the cost when a price was known: "1,210 in · 305 out · $0.0210".
+function usageText(u) {
+  const parts = [`${(u.input_tokens || 0).toLocaleString()} in`, `${(u.output_tokens || 0).toLocaleString()} out`];
+  if (u.cost_usd !== null && u.cost_usd !== undefined) parts.push(`$${u.cost_usd.toFixed(4)}`);
+  return parts.join(" · ");
 }
 
 function fact(label, value) {
@@ -153,6 +161,7 @@ function stepItem(run, s) {
       fact("Started", fmtDateTime(s.started_at)),
       fact("Finished", fmtDateTime(s.completed_at)),
       fact("Duration", s.status === "running" || s.completed_at ? duration(s.started_at, s.completed_at, s.duration_ms) : "—"),
+      s.usage ? h("div.fact.step-usage", h("dt", "Usage"), h("dd", usageText(s.usage))) : null,
     ),
     s.error ? h("p.step-error", h("strong", "Error: "), s.error) : null,
     attemptsList(s),
