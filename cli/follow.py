@@ -39,11 +39,21 @@ def elapsed(started: int | None, finished: int | None, now: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def usage_text(usage: dict[str, Any]) -> str:
+    """Tokens in and out, and the cost when one is known: `1,210 in · 305 out · $0.0210`."""
+    parts = [f"{usage.get('input_tokens') or 0:,} in", f"{usage.get('output_tokens') or 0:,} out"]
+    if usage.get("cost_usd") is not None:
+        parts.append(f"${usage['cost_usd']:.4f}")
+    return " · ".join(parts)
+
+
 def header(run: dict[str, Any], now: float) -> str:
     steps = run["steps_snapshot"]
     where = f"step {min(run['current_step'] + 1, len(steps))}/{len(steps)}"
     took = elapsed(run.get("started_at") or run.get("created_at"), run.get("completed_at"), now)
-    return f"Run #{run['id']}  {run['pipeline_name']}  {run['status']}  {where}  {took}".rstrip()
+    spent = f"  {usage_text(run['usage'])}" if run.get("usage") else ""
+    line = f"Run #{run['id']}  {run['pipeline_name']}  {run['status']}  {where}  {took}"
+    return (line.rstrip() + spent).rstrip()
 
 
 def step_lines(run: dict[str, Any], now: float, frame: int, colour: bool) -> list[str]:

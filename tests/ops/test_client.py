@@ -118,3 +118,14 @@ def test_an_unreachable_server_is_an_error_not_a_traceback(cli):
                                 env={"ORCHESTRATOR_URL": "http://127.0.0.1:9"})
     assert result.exit_code == 3
     assert "cannot reach http://127.0.0.1:9" in result.output
+
+
+def test_show_says_what_the_run_spent(api, cli):
+    spend = api.template(
+        """echo '{"input_tokens": 1200, "output_tokens": 300, "cost_usd": 0.021}' """
+        """> "$ORCH_USAGE_FILE" """)["id"]
+    quiet = api.template("echo nothing")["id"]
+    run = api.wait(api.start(api.pipeline(spend, quiet)["id"])["id"])
+    shown = cli("runs", "show", str(run["id"]))
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0].endswith("  1,200 in · 300 out · $0.0210")
