@@ -48,9 +48,10 @@ def update_pipeline():
     data = json_body()
     body = PipelineUpdate.model_validate(data)
     fields = body.model_dump(include=set(data) - {"id"})
-    for key in ("name", "steps", "on_limit"):
-        if key in fields and fields[key] is None:
-            raise ApiError(400, "name, steps and on_limit may not be null")
+    if fields.get("name", "") is None or ("steps" in fields and fields["steps"] is None):
+        raise ApiError(400, "name and steps may not be null")  # Mission Control's words
+    if "on_limit" in fields and fields["on_limit"] is None:
+        raise ApiError(400, "on_limit may not be null")
     with db.session() as s:
         pipeline = catalog.update_pipeline(s, body.id, fields)
         record_change(s, "updated", "pipeline", pipeline.id)

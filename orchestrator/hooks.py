@@ -57,12 +57,18 @@ def _literal_address(host: str) -> str | None:
 def check_target(url: Any, settings: Settings) -> str:
     """`url` as a hook may store it, or InvalidHook: http(s) only, and no literal
     loopback, private or link-local address (nor `localhost`) unless HOOKS_ALLOW_PRIVATE."""
-    problem = check_url(url)
+    try:
+        problem = check_url(url)
+        host = (urlsplit(url).hostname or "").lower()
+        host.encode("idna")  # a name a resolver could be asked for
+    except ValueError as exc:  # a bracketed host that is no address, an empty label, …
+        raise InvalidHook(f"url is not a usable URL ({exc}): {url!r}") from None
     if problem is not None:
         raise InvalidHook(f"url {problem}")
     if len(url) > 2000:
         raise InvalidHook("url must be at most 2000 characters")
-    host = (urlsplit(url).hostname or "").lower()
+    if not host or any(c.isspace() or not c.isprintable() for c in host):
+        raise InvalidHook(f"url has no usable host name: {url!r}")
     address = _literal_address(host)
     local = host == "localhost" or host.endswith(".localhost")
     if not settings.hooks_allow_private and (local or (address and _private(address))):
@@ -83,7 +89,7 @@ def refuse_delivery(url: str, settings: Settings) -> str | None:
     try:
         found = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
                                    type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # unknown, or not a name at all (UnicodeError)
         return f"cannot resolve {host}: {exc}"
     addresses = {info[4][0] for info in found}
     if not settings.hooks_allow_private and any(_private(a) for a in addresses):

@@ -60,6 +60,10 @@ def test_create_shows_the_secret_once_and_list_update_delete(client):
     ({"url": "http://localhost:8080/x", "events": ["run.failed"]}, "private"),
     ({"url": "http://[::1]/x", "events": ["run.failed"]}, "private"),
     ({"url": "http://169.254.169.254/latest", "events": ["run.failed"]}, "private"),
+    ({"url": "http://[::1/x", "events": ["run.failed"]}, "not a usable URL"),
+    ({"url": "http://[zz]/x", "events": ["run.failed"]}, "not a usable URL"),
+    ({"url": "http://exa mple.com/x", "events": ["run.failed"]}, "no usable host name"),
+    ({"url": f"http://{'a' * 300}.com/x", "events": ["run.failed"]}, "not a usable URL"),
 ])
 def test_bad_hooks_are_refused_and_change_nothing(settings, body, error):
     strict = make_app(settings, hooks_allow_private=False).test_client()
@@ -69,7 +73,7 @@ def test_bad_hooks_are_refused_and_change_nothing(settings, body, error):
     assert state_digest(settings.database_url) == before
 
 
-def test_the_delivery_log_lists_newest_first_and_404s_an_unknown_hook(client):
+def test_the_delivery_log_answers_a_list_and_404s_an_unknown_hook(client):
     assert call(client, "GET", f"{URL}/deliveries?hook_id=999999", status=404)
     assert "deliveries" in call(client, "GET", f"{URL}/deliveries?limit=5", status=200)
 
@@ -143,3 +147,4 @@ def test_deliveries_go_only_where_allowed():
     assert "HOOKS_ALLOW_HOSTS" in hooks.refuse_delivery(
         f"https://{uuid.uuid4().hex}.example.com/h",
         Settings(hooks_allow_hosts=("127.0.0.1",)))
+    assert "cannot resolve" in hooks.refuse_delivery(f"http://{'a' * 300}.com/h", Settings())
