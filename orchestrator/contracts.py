@@ -7,11 +7,12 @@ instead of hanging the worker)."""
 from __future__ import annotations
 
 import json
+from functools import cache
 from typing import Any
 
 import jsonschema
 import regex
-from jsonschema.exceptions import best_match
+from jsonschema.exceptions import ValidationError, best_match
 
 # A search that takes longer than this fails the step rather than hold the worker.
 REGEX_SECONDS = 1.0
@@ -71,13 +72,57 @@ def violation(contract: dict[str, Any] | None, output: str | None) -> str | None
         value = json.loads(text)
     except ValueError as exc:
         return f"{PREFIX}the output is not JSON ({exc})"
-    validator = jsonschema.validators.validator_for(contract["json_schema"])(
-        contract["json_schema"])
-    error = best_match(validator.iter_errors(value))
+    schema = contract["json_schema"]
+    try:
+        error = best_match(_bounded(jsonschema.validators.validator_for(schema))(schema)
+                           .iter_errors(value))
+    except Exception as exc:  # e.g. a $ref to a document it does not hold (never fetched)
+        return f"{PREFIX}the schema cannot be applied: {exc}"
     if error is None:
         return None
     where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
     return f"{PREFIX}{error.message}" + (f" (at {where.lstrip('.')})" if where else "")
+
+
+def _search(pattern: str, text: str) -> bool | None:
+    """Whether `pattern` is found in `text`; None if the search ran out of time."""
+    try:
+        return regex.search(pattern, text, timeout=REGEX_SECONDS) is not None
+    except TimeoutError:
+        return None
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    if not validator.is_type(instance, "string"):
+        return
+    found = _search(pattern, instance)
+    if found is None:
+        yield ValidationError(f"the pattern {pattern!r} took longer than {REGEX_SECONDS:g} s "
+                              "to search")
+    elif not found:
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any,
+                        schema: Any) -> Any:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            found = _search(pattern, key)
+            if found is None:
+                yield ValidationError(f"the pattern {pattern!r} took longer than "
+                                      f"{REGEX_SECONDS:g} s to search")
+            elif found:
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+@cache
+def _bounded(validator_class: Any) -> Any:
+    """The schema's validator with `pattern` and `patternProperties` searched by the time-
+    bounded engine: the standard ones use `re`, which a pattern can keep busy for ever."""
+    return jsonschema.validators.extend(validator_class, {
+        "pattern": _pattern, "patternProperties": _pattern_properties})
 
 
 def parsed(contract: dict[str, Any] | None, output: str | None) -> Any:

@@ -64,3 +64,21 @@ def test_later_prompts_see_the_parsed_json_and_a_retry_its_previous_error():
     retry = prompts.render_prompt("fix: {{ previous_error }}", {}, [],
                                   step={"attempt": 2, "previous_error": "output contract: x"})
     assert retry == "fix: output contract: x"
+
+
+def test_a_schema_is_held_to_the_same_time_bound_and_never_crashes_the_checker():
+    started = time.monotonic()
+    slow = {"json_schema": {"type": "string", "pattern": "(x+x+)+y"}}
+    assert contracts.violation(slow, '"' + "x" * 5000 + '"') == (
+        "output contract: the pattern '(x+x+)+y' took longer than 1 s to search")
+    keyed = {"json_schema": {"type": "object", "patternProperties": {
+        "(x+x+)+y": {"type": "integer"}, "^n": {"type": "integer"}}}}
+    assert contracts.violation(keyed, '{"' + "x" * 5000 + '": 1}').endswith(
+        "took longer than 1 s to search")
+    assert contracts.violation(keyed, '{"n1": "one"}') == (
+        "output contract: 'one' is not of type 'integer' (at n1)")
+    assert time.monotonic() - started < 2 * contracts.REGEX_SECONDS + 2
+    remote = {"json_schema": {"$ref": "http://169.254.169.254/schema"}}
+    assert contracts.violation(remote, "{}").startswith(
+        "output contract: the schema cannot be applied: Unresolvable")
+    assert contracts.violation({"json_schema": {"pattern": "^a"}}, '"abc"') is None
