@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from orchestrator.vocab import DeliveryStatus
 
 log = logging.getLogger(__name__)
 
-BATCH = 50
+BATCH = 16
 MAX_BACKOFF_SECONDS = 3600.0
 # Render the `data` of a delivery's body: (session, run id, step index) → {"run", "step"?}.
 Render = Callable[[Session, int, int | None], dict[str, Any]]
@@ -48,15 +49,19 @@ class Claimed:
 
 
 def deliver_due(settings: Settings, render: Render, at: float | None = None) -> int:
-    """Send every delivery that is due, in batches, until none is; how many were sent
-    (answered or not)."""
+    """Send the deliveries that are due, a batch at a time and each batch's POSTs side by
+    side, until none is due or about two timeouts have passed (the rest go on the next
+    tick): a receiver that hangs holds this task for one timeout, not one per delivery.
+    Returns how many were sent (answered or not)."""
     sent = 0
+    stop_claiming = time.monotonic() + settings.hook_timeout_seconds * 2
     while True:
         batch = claim(settings, render, time.time() if at is None else at)
-        for item in batch:
-            send(settings, item)
+        if batch:
+            with ThreadPoolExecutor(len(batch), thread_name_prefix="hook") as pool:
+                list(pool.map(lambda item: send(settings, item), batch))
         sent += len(batch)
-        if len(batch) < BATCH:
+        if len(batch) < BATCH or time.monotonic() >= stop_claiming:
             return sent
 
 
@@ -87,11 +92,18 @@ def claim(settings: Settings, render: Render, ts: float) -> list[Claimed]:
             webhook_id, body = r.webhook_id, r.body
             if body is None:  # the first attempt: the id and the body every retry sends
                 webhook_id = f"msg_{uuid.uuid4().hex}"
-                body = json.dumps({"type": r.event_type, "timestamp": int(r.event_at),
-                                   "data": render(s, r.run_id, r.step_index)},
-                                  separators=(",", ":"))
-                s.execute(update(DELIVERIES).where(DELIVERIES.c.id == r.id)
-                          .values(webhook_id=webhook_id, body=body))
+                try:
+                    with s.begin_nested():
+                        body = json.dumps({"type": r.event_type, "timestamp": int(r.event_at),
+                                           "data": render(s, r.run_id, r.step_index)},
+                                          separators=(",", ":"))
+                        s.execute(update(DELIVERIES).where(DELIVERIES.c.id == r.id)
+                                  .values(webhook_id=webhook_id, body=body))
+                except Exception as exc:  # one that cannot be rendered must not stop the rest
+                    log.exception("delivery %s cannot be rendered", r.id)
+                    s.execute(update(DELIVERIES).where(DELIVERIES.c.id == r.id).values(
+                        status=DeliveryStatus.FAILED, last_error=f"cannot render: {exc}"[:500]))
+                    continue
             hook = hooks[r.hook_id]
             claimed.append(Claimed(r.id, hook.url, hook.secret, webhook_id, body.encode(),
                                    r.attempts, r.created_at))

@@ -211,15 +211,18 @@ class Stack:
 
 class HookReceiver:
     """An HTTP server on loopback that records every webhook POST (headers and body) and
-    answers with the next status of `answers` (then 200). `hold` seconds of delay make a
-    delivery that is still in flight when its sender dies."""
+    answers with the next status of `answers` (then 200). `hold` seconds of delay on the
+    first request make a delivery that is still in flight when its sender dies; `hang`
+    seconds on every request make a receiver that is down but accepts connections."""
 
-    def __init__(self, answers: list[int] | None = None, hold: float = 0.0):
+    def __init__(self, answers: list[int] | None = None, hold: float = 0.0,
+                 hang: float = 0.0):
         import http.server
         import threading
 
         self.answers = list(answers or [])
         self.hold = hold
+        self.hang = hang
         self.received: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         receiver = self
@@ -233,7 +236,7 @@ class HookReceiver:
                                               "body": body, "at": time.time()})
                     status = receiver.answers.pop(0) if receiver.answers else 200
                     hold, receiver.hold = receiver.hold, 0.0
-                time.sleep(hold)
+                time.sleep(hold or receiver.hang)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

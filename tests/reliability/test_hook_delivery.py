@@ -152,3 +152,41 @@ def test_a_worker_killed_mid_delivery_still_delivers(fresh_db, redis_url, tmp_pa
     assert Counter(d["body"] for d in got) == Counter({first["body"]: len(got)})
     assert verify_signature(hook["secret"], got[-1])["data"]["run"]["status"] == "completed"
     print(f"\nresent {resent_after:.1f} s after the kill (lease 2 x 2 s + 5 s)")
+
+
+def test_a_delivery_that_cannot_be_rendered_fails_alone_and_hanging_receivers_cost_one_timeout(
+        fresh_db, settings, receiver):
+    from orchestrator import db, hook_delivery, hooks
+    from orchestrator.config import Settings
+    from orchestrator.models import HookDelivery
+
+    fast, hung = receiver(), receiver(hang=30)  # every POST to `hung` outlasts the timeout
+    own = Settings(database_url=fresh_db, hooks_allow_private=True, hook_timeout_seconds=1)
+    db.init(own)
+    try:
+        with db.session() as s:
+            good = hooks.create_hook(s, {"url": fast.url, "events": ["run.failed"]}, "t")
+            slow = hooks.create_hook(s, {"url": hung.url, "events": ["run.failed"]}, "t")
+            conn = s.connection()
+            for run_id in range(1, 7):
+                hooks.outbox(conn, "run.failed", run_id, None, time.time())
+
+        def render(_s, run_id, _step):
+            if run_id == 3:
+                raise LookupError("run 3 is gone")
+            return {"run": {"id": run_id}}
+
+        started = time.monotonic()
+        sent = hook_delivery.deliver_due(own, render)
+        took = time.monotonic() - started
+        with db.session() as s:
+            rows = {(d.hook_id, d.run_id): (d.status, d.last_error) for d in s.query(HookDelivery)}
+    finally:
+        db.reset()
+        db.init(settings)
+    assert sent == 10  # 12 rows, the 2 of run 3 not sent
+    assert rows[(good.id, 3)] == ("failed", "cannot render: run 3 is gone")
+    assert {rows[(good.id, r)][0] for r in (1, 2, 4, 5, 6)} == {"delivered"}
+    assert {rows[(slow.id, r)][0] for r in (1, 2, 4, 5, 6)} == {"pending"}
+    assert took < 5, f"five hanging POSTs took {took:.1f} s: they ran one after another"
+    print(f"\n10 sent (5 to a receiver that hangs, 1 s timeout) in {took:.1f} s")
