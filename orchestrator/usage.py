@@ -77,8 +77,8 @@ def total(usages: Iterable[dict[str, Any] | None]) -> dict[str, Any] | None:
     if not found:
         return None
     costs = [u["cost_usd"] for u in found if _money(u.get("cost_usd")) is not None]
-    return {
-        "input_tokens": sum(u.get("input_tokens") or 0 for u in found),
-        "output_tokens": sum(u.get("output_tokens") or 0 for u in found),
+    return {  # read as normalize does: a step stored before it still counts
+        "input_tokens": sum(_count(u, _IN) or 0 for u in found),
+        "output_tokens": sum(_count(u, _OUT) or 0 for u in found),
         "cost_usd": round(sum(costs), 8) if costs else None,
     }

@@ -127,3 +127,18 @@ def test_a_broker_that_is_down_is_reported_not_fatal(settings):
 def test_metrics_auth_must_be_a_role_or_none(settings):
     with pytest.raises(ValueError, match="METRICS_AUTH"):
         create_app({"database_url": settings.database_url, "metrics_auth": "everyone"})
+
+
+def test_queued_runs_are_counted_per_pipeline(api):
+    held = api.template("wait", agent="manual", name=f"gate-{uuid.uuid4().hex[:6]}")["id"]
+    pipeline = api.ok("POST", "/api/pipelines", {
+        "name": f"one-at-a-time-{uuid.uuid4().hex[:6]}", "max_concurrent_runs": 1,
+        "steps": [{"template_id": held}] * 2}, 201)["pipeline"]
+    pid = {"pipeline": pipeline["name"], "pipeline_id": str(pipeline["id"])}
+    first = api.start(pipeline["id"])
+    queued = [api.start(pipeline["id"]) for _ in range(2)]
+    assert [r["queued"] for r in queued] == [True, True]
+    assert value(scrape(api), "orchestrator_runs_queued", **pid) == 2
+    for run in (first, *queued):
+        api.ok("POST", "/api/pipelines/run", {"action": "cancel", "run_id": run["id"]}, 202)
+    assert value(scrape(api), "orchestrator_runs_queued", **pid) == 0
