@@ -99,6 +99,9 @@ class Settings:
     # renews its lease.
     poll_seconds: float = 0.25
     sweep_seconds: float = 5.0
+    # Sessions one worker process awaits at once (orchestrator.waiter); past it, a step's
+    # task waits for one to end before it spawns another.
+    worker_max_sessions: int = 1000
     # How often beat checks for schedules whose fire time has passed.
     schedule_tick_seconds: float = 5.0
     # Steps a worker runs back to back from one message, claiming each next step in the
@@ -166,6 +169,7 @@ class Settings:
             lease_seconds=_float(env, "STEP_LEASE_SECONDS", 30.0),
             poll_seconds=_float(env, "STEP_POLL_SECONDS", 0.25),
             sweep_seconds=_float(env, "SWEEP_SECONDS", 5.0),
+            worker_max_sessions=_int(env, "WORKER_MAX_SESSIONS", 1000),
             schedule_tick_seconds=_float(env, "SCHEDULE_TICK_SECONDS", 5.0),
             chain_steps=_int(env, "CHAIN_STEPS", 20, zero_ok=True),
             requeue_after_seconds=_float(env, "REQUEUE_AFTER_SECONDS", 60.0),

@@ -1,9 +1,12 @@
 """Running a step, and sweeping up steps whose worker or message was lost.
 
 `run_step` is what a worker does with one step message: claim the attempt and commit,
-spawn the session with no transaction open, note its spawn_id, wait on it (renewing the
-lease and watching for a cancel or an advance), then resolve the step in a new
-transaction and hand the effects (the next step's message) to the dispatcher.
+spawn the session with no transaction open and note its spawn_id. A session that ended
+within its spawn (echo) is resolved at once, and the next step may follow on the same
+message. One still running is handed to the process's waiter (orchestrator.waiter), which
+renews its lease, watches for a cancel or an advance and enforces its deadline without a
+task slot, and resolves it when it ends. Either way the step is resolved in a transaction
+of its own and its effects (the next step's message) go to the dispatcher.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import dataclasses
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, replace
 
@@ -37,14 +41,15 @@ from orchestrator.profiles import Profile, scan_context
 from orchestrator.prompts import PromptError
 from orchestrator.render_process import render_bounded
 from orchestrator.runtimes import (
-    AgentSession,
     Outcome,
     Runtime,
     SpawnError,
     SpawnRequest,
     get_runtime,
 )
+from orchestrator.runtimes.command import pid_gone
 from orchestrator.vocab import OnInjection
+from orchestrator.waiter import Held, Waiter
 
 log = logging.getLogger("orchestrator.executor")
 
@@ -58,19 +63,7 @@ REQUEUE_BATCH = 200
 def worker_dead(worker: str | None) -> bool:
     """True only for a `host:pid` holder on this host whose process no longer exists."""
     host, _, pid = (worker or "").rpartition(":")
-    if host != HOST or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:  # a zombie has died; its parent just has not reaped it yet
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
-    except OSError:
-        return False
+    return host == HOST and pid.isdigit() and pid_gone(int(pid))
 
 
 def truncate(text: str | None, limit: int) -> tuple[str | None, bool]:
@@ -110,6 +103,22 @@ class Executor:
         self.dispatcher = dispatcher
         self.worker_id = worker_id or f"{HOST}:{os.getpid()}"
         masking.learn(masking.known_secrets(settings, profiles))
+        self._waiter: Waiter | None = None
+        self._waiter_pid = 0
+        self._waiter_lock = threading.Lock()
+
+    @property
+    def waiter(self) -> Waiter:
+        """This process's waiter, made on first use (after a pool's fork, never before)."""
+        with self._waiter_lock:
+            if self._waiter is None or self._waiter_pid != os.getpid():
+                self._waiter = Waiter(self.settings, self._resolve_held)
+                self._waiter_pid = os.getpid()
+            return self._waiter
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every session this process handed off is resolved."""
+        return self._waiter is None or self.waiter.drain(timeout)
 
     # -- one step -------------------------------------------------------------------
 
@@ -176,12 +185,14 @@ class Executor:
             self.dispatcher.dispatch([DeliverHooks()])  # whoever is to be told, now
         if not runtime.holds_worker:
             return "waiting", None
-        outcome = self._wait(runtime, session, run_id, step_index, attempt, step)
-        if outcome is None:
-            return "superseded", None
-        return "finished", self._finish(run_id, step_index, attempt,
-                                        self._settle(step, outcome), session.spawn_id,
-                                        go_on=go_on)
+        self.waiter.hold(Held(runtime, session, step, run_id))
+        return "handed", None
+
+    def _resolve_held(self, held: Held, outcome: Outcome) -> None:
+        """The waiter's end of a session: record it as one ending in the task would be."""
+        step = held.step
+        self._finish(held.run_id, step.step_index, step.attempt, self._settle(step, outcome),
+                     held.session.spawn_id)
 
     def _settle(self, step: records.StepRecord, outcome: Outcome) -> Outcome:
         """The session's outcome as the step records it: its usage in this service's words
@@ -250,43 +261,6 @@ class Executor:
             self.settings.public_url, req.run_id, req.step_index, req.attempt, secret
         )
         return dataclasses.replace(req, callback_url=url)
-
-    def _wait(
-        self,
-        runtime: Runtime,
-        session: AgentSession,
-        run_id: int,
-        step_index: int,
-        attempt: int,
-        step: records.StepRecord,
-    ) -> Outcome | None:
-        """Wait for the session; None if the step was resolved or cancelled elsewhere."""
-        poll = self.settings.poll_seconds
-        lease = self.settings.lease_seconds
-        next_renewal = time.monotonic() + lease / 3
-        deadline_at = step.deadline_at or float("inf")
-        while True:
-            outcome = runtime.poll(session, max(0.0, min(poll, deadline_at - now())))
-            if outcome is not None:
-                return outcome
-            if now() >= deadline_at:
-                runtime.terminate(session)
-                return Outcome(False, error=f"timed out after {step.timeout_seconds} s")
-            try:
-                with db.session() as s:
-                    if time.monotonic() >= next_renewal:
-                        alive = runs.renew_lease(s, run_id, step_index, attempt, lease)
-                        next_renewal = time.monotonic() + lease / 3
-                    else:
-                        alive = runs.still_running(s, run_id, step_index, attempt)
-            except OperationalError:
-                # The database is away; the session goes on and we ask again next poll.
-                log.warning("database unreachable while waiting on a step",
-                            extra={"run_id": run_id, "step_index": step_index})
-                continue
-            if not alive:
-                runtime.terminate(session)
-                return None
 
     def _finish(
         self,

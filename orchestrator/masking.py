@@ -82,28 +82,38 @@ def mask(text: Text, cut: bool = False) -> Text:
 
 
 def _mask_cut_start(text: str) -> str:
+    # The longest fragment any secret leaves, so that one secret's short tail matching
+    # the start of another's longer one never leaves the rest of that one shown.
     head = text[: max(map(len, _known))].lower()
-    for secret in sorted(_known, key=len, reverse=True):
-        for size in range(len(secret) - 1, MIN_FRAGMENT_CHARS - 1, -1):
-            if head.startswith(secret[-size:].lower()):
-                return MASK + text[size:]
-    return text
+    cut = max((size for secret in _known
+               for size in range(len(secret) - 1, MIN_FRAGMENT_CHARS - 1, -1)
+               if head.startswith(secret[-size:].lower())), default=0)
+    return MASK + text[cut:] if cut else text
 
 
 class StreamMasker:
     """Masks a stream of text given in pieces. What `feed` returns may be shown at once:
-    the last (longest secret - 1) characters are held back until more text arrives, so a
+    an end that could be the start of a secret is held back until more text arrives, so a
     secret split between two pieces is never shown; `close` returns the rest."""
 
     def __init__(self, secrets: Iterable[str] | None = None):
-        values = _known if secrets is None else {s for s in secrets if s}
+        values = set(_known) if secrets is None else {s for s in secrets if s}
         self._pattern = _compile(values)
+        self._starts = {v.lower() for v in values}
         self._hold = max(map(len, values), default=1) - 1
         self._pending = ""
 
     def feed(self, text: str) -> str:
         self._pending += text
-        return self._release(len(self._pending) - self._hold)
+        return self._release(len(self._pending) - self._unsure())
+
+    def _unsure(self) -> int:
+        """How many characters at the end may be a secret's beginning."""
+        tail = self._pending[-self._hold:].lower() if self._hold else ""
+        for size in range(len(tail), 0, -1):
+            if any(secret.startswith(tail[-size:]) for secret in self._starts):
+                return size
+        return 0
 
     def close(self) -> str:
         return self._release(len(self._pending))

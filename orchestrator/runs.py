@@ -36,6 +36,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -499,25 +500,60 @@ def record_injection(
     return True
 
 
-def renew_lease(
-    s: Session, run_id: int, step_index: int, attempt: int, lease_seconds: float
-) -> bool:
-    """Heartbeat of a worker holding a session. False once the attempt is no longer
-    running, which tells the worker to end the session."""
-    res = s.execute(
-        update(RunStep)
-        .where(running_attempt(run_id, step_index, attempt))
-        .values(lease_expires_at=now() + lease_seconds)
-        .returning(RunStep.id)
-    )
-    return res.first() is not None
+# Keys per statement when reading or renewing held attempts: well under any driver's
+# limit on bound parameters.
+HELD_CHUNK = 500
 
 
-def still_running(s: Session, run_id: int, step_index: int, attempt: int) -> bool:
-    found = s.scalar(
-        select(RunStep.id).where(running_attempt(run_id, step_index, attempt))
-    )
-    return found is not None
+def running_among(
+    s: Session, keys: list[tuple[int, int, int]], renew_for: float | None = None
+) -> set[tuple[int, int, int]]:
+    """Which of these (run_id, step_index, attempt) are still running: a worker's one
+    question per tick about every session it holds. With `renew_for`, their leases are
+    renewed by the same statement (the worker's heartbeat). What is missing has ended
+    elsewhere (cancelled, advanced, swept), and the worker must end its session."""
+    found: set[tuple[int, int, int]] = set()
+    cols = (RunStep.run_id, RunStep.step_index, RunStep.attempt)
+    for i in range(0, len(keys), HELD_CHUNK):
+        held = and_(RunStep.status == t.RUNNING, tuple_(*cols).in_(keys[i:i + HELD_CHUNK]))
+        if renew_for is None:
+            rows = s.execute(select(*cols).where(held))
+        else:
+            rows = s.execute(update(RunStep).where(held)
+                             .values(lease_expires_at=now() + renew_for).returning(*cols))
+        found.update((r, i_, a) for r, i_, a in rows)
+    return found
+
+
+@dataclass(frozen=True)
+class LiveOutput:
+    """A running step's output so far, as its worker saw it a moment ago."""
+
+    run_id: int
+    step_index: int
+    attempt: int
+    output: str  # the step's output so far (its last OUTPUT_MAX_CHARS), as GET ?id= shows it
+    text: str  # what is new since the last one
+    offset: int  # where `text` begins in the step's output
+
+
+def record_output(s: Session, items: list[LiveOutput]) -> int:
+    """Store the output so far of running steps, each with its `step.output` event: one
+    transaction a second for every session a worker holds. A step that has ended
+    meanwhile keeps what its end recorded, and gets no event. Returns the steps written."""
+    written = 0
+    for item in items:
+        row = s.execute(
+            update(RunStep)
+            .where(running_attempt(item.run_id, item.step_index, item.attempt))
+            .values(output=item.output)
+            .returning(RunStep.id)
+        ).first()
+        if row is not None:
+            _step_event(s, item.run_id, item.step_index, "step.output",
+                        {"attempt": item.attempt, "offset": item.offset, "text": item.text})
+            written += 1
+    return written
 
 
 def mark_resent(s: Session, run_id: int, step_index: int) -> None:

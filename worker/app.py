@@ -13,7 +13,13 @@ from __future__ import annotations
 import gc
 
 from celery import Celery, current_app
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from orchestrator import db, logs, masking, render_process, tallies
 from orchestrator.config import Settings
@@ -84,6 +90,15 @@ def _fresh_connections(**_kwargs) -> None:
     gc.freeze()
     # Its render process, started now so that the first templated step does not wait.
     render_process.pool_for(current_app.conf.orchestrator_settings).warm()
+
+
+@worker_process_shutdown.connect
+def _finish_sessions(**_kwargs) -> None:
+    # A warm shutdown waits for the sessions this pool process awaits, as it waits for
+    # its tasks: they were handed off, not dropped (see orchestrator.waiter).
+    from worker.tasks import drain_sessions
+
+    drain_sessions(current_app)
 
 
 @setup_logging.connect

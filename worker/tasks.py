@@ -21,6 +21,12 @@ def executor(app: Celery) -> Executor:
     return Executor(settings, load_profiles(settings.agents_file), CeleryDispatcher(app))
 
 
+def drain_sessions(app: Celery) -> None:
+    """Wait for every session this process handed to its waiter, if it made one."""
+    if executor.cache_info().currsize:
+        executor(app).drain()
+
+
 # shared_task: each task belongs to the app of the process that runs it (see worker.app)
 @shared_task(name="orchestrator.run_step", bind=True)
 def run_step(self, run_id: int, step_index: int, attempt: int,

@@ -1,9 +1,11 @@
 """Agent runtimes behind one small protocol, registered by name.
 
 A runtime spawns an agent session for a step and reports how it ended. Runtimes do I/O
-and never touch run state: the executor records what they return. A runtime whose
-`holds_worker` is False (manual, webhook) returns at once from `spawn`, and its step is
-resolved later by an advance, a callback or the sweeper's timeout. A runtime whose
+and never touch run state: the executor records what they return. `spawn` is called on a
+task's thread; a session that did not end within it is then awaited, with `wait` and
+`stop`, on the worker process's asyncio loop (orchestrator.waiter), which holds no task
+slot. A runtime whose `holds_worker` is False (manual, webhook) is not awaited at all: its
+step is resolved later by an advance, a callback or the sweeper's timeout. A runtime whose
 `takes_callback` is True (webhook) gets a `callback_url` carrying a fresh secret.
 """
 
@@ -58,11 +60,15 @@ class Runtime(Protocol):
 
     def spawn(self, req: SpawnRequest) -> AgentSession: ...
 
-    def poll(self, session: AgentSession, wait: float) -> Outcome | None:
-        """Wait up to `wait` seconds; the outcome, or None while the session runs."""
+    async def wait(self, session: AgentSession) -> Outcome:
+        """How the session ended, awaited on the waiter's loop (cancellable)."""
+
+    async def stop(self, session: AgentSession) -> Outcome | None:
+        """End a session being awaited, on the waiter's loop; what it had produced so far
+        (output a timed-out step keeps), if anything."""
 
     def terminate(self, session: AgentSession) -> None:
-        """End a session this process holds."""
+        """End a session this process spawned and never handed to the waiter."""
 
     def cancel(self, spawn_id: str) -> None:
         """End a session known only by its spawn_id (from any process); best effort."""

@@ -2,7 +2,9 @@
 
 The program gets its own process group, so a timeout or a cancel ends it and everything
 it started. spawn_id is `host:pid`. Exit status 0 is success; the tail of stdout is the
-output and the tail of stderr the error.
+output and the tail of stderr the error. Its output goes to files, not pipes, so a
+chatty program never blocks on a full pipe, and the waiter learns of its exit through a
+pidfd: a thousand sessions cost the worker descriptors, not threads.
 
 The program's environment is not the worker's: only BASE_ENV of it, the profile's `env`,
 the worker's variables named in `pass_env`, and ORCH_USAGE_FILE, a fresh file per session
@@ -14,6 +16,8 @@ Profile options: `argv` (list, required), `env` (table), `pass_env` (list of nam
 
 from __future__ import annotations
 
+import asyncio
+import codecs
 import contextlib
 import os
 import re
@@ -22,6 +26,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from typing import IO
 
 from orchestrator import usage
@@ -37,6 +42,8 @@ from orchestrator.runtimes import (
 )
 
 TAIL_CHARS = 64 * 1024
+# Live output read from a session at one time, at most.
+LIVE_BYTES = 16 * 1024
 HOST = socket.gethostname()
 # What a session gets of the worker's environment without asking: enough to find
 # programs, a home, a locale and a temporary directory.
@@ -79,6 +86,27 @@ def _tail(f: IO[bytes]) -> tuple[str, bool]:
     return text[-TAIL_CHARS:], size > TAIL_CHARS * 4 or len(text) > TAIL_CHARS
 
 
+class _Fresh:
+    """What a session has printed since it was last asked. The output file's offset is
+    shared with the program writing it, so it is read with pread, never moved."""
+
+    def __init__(self) -> None:
+        self.at = 0
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def read(self, f: IO[bytes]) -> tuple[str, int]:
+        """The new text, and how many bytes were skipped before it: a session printing
+        more than LIVE_BYTES between two reads shows only the latest of it."""
+        size = os.fstat(f.fileno()).st_size
+        skipped = max(0, size - self.at - LIVE_BYTES)
+        if skipped:
+            self.at += skipped
+            self.decoder.reset()
+        data = os.pread(f.fileno(), size - self.at, self.at) if size > self.at else b""
+        self.at += len(data)
+        return self.decoder.decode(data), skipped
+
+
 def _close(files: tuple[IO[bytes], IO[bytes], str]) -> None:
     """Close the session's output files and remove its usage file."""
     out, err, usage_file = files
@@ -86,6 +114,38 @@ def _close(files: tuple[IO[bytes], IO[bytes], str]) -> None:
     err.close()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(usage_file)
+
+
+def _ended(files: tuple[IO[bytes], IO[bytes], str]) -> Outcome:
+    """What a session that has exited left: the tails of its output (stderr's as the
+    error, for the caller to word) and its usage report. Closes its files."""
+    out, err, usage_file = files
+    (stdout, cut), (stderr, _) = _tail(out), _tail(err)
+    spent = usage.read_report(usage_file)
+    _close(files)
+    return Outcome(False, output=stdout, error=stderr, output_truncated=cut, usage=spent)
+
+
+async def _exited(proc: subprocess.Popen) -> None:
+    """Until the process has exited, then reap it. A pidfd becomes readable at the exit,
+    so the loop waits on a descriptor, not on a thread or a timer."""
+    if proc.poll() is not None:
+        return
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfds here (an old kernel, not Linux)
+        while proc.poll() is None:
+            await asyncio.sleep(0.1)
+        return
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+    loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+    try:
+        await exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    proc.wait()
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
@@ -96,8 +156,20 @@ def _signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
-def _group_alive(pgid: int) -> bool:
-    return _signal_group(pgid, 0)
+def pid_gone(pid: int) -> bool:
+    """True once the process has exited: no such process, or a zombie (dead, and not yet
+    reaped by a parent that may never reap it, as for an orphan of a killed worker)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 @register("command")
@@ -133,37 +205,46 @@ class CommandRuntime:
         except OSError as exc:
             _close(files)
             raise SpawnError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
-        return AgentSession(f"{HOST}:{proc.pid}", handle=(proc, files))
+        return AgentSession(f"{HOST}:{proc.pid}", handle=(proc, files, _Fresh()))
 
     def _environment(self, usage_file: str) -> dict[str, str]:
         passed = (*BASE_ENV, *self.pass_env)
         env = {name: os.environ[name] for name in passed if name in os.environ}
         return {**env, **self.env, "ORCH_USAGE_FILE": usage_file}
 
-    def poll(self, session: AgentSession, wait: float) -> Outcome | None:
-        proc, files = session.handle
-        out, err, _ = files
-        try:
-            code = proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            return None
+    async def wait(self, session: AgentSession) -> Outcome:
+        proc, files, _ = session.handle
+        await _exited(proc)
+        code = proc.returncode
         # The leader is gone; children it left in its group must not outlive the step.
         _signal_group(proc.pid, signal.SIGKILL)
-        (stdout, cut), (stderr, _) = _tail(out), _tail(err)
-        spent = usage.read_report(files[2])
-        _close(files)
+        outcome = _ended(files)
         if code == 0:
-            return Outcome(True, output=stdout, output_truncated=cut, usage=spent)
+            return replace(outcome, success=True)
         if code < 0:
             reason = f"killed by {signal.Signals(-code).name}"
         else:
             reason = f"exit status {code}"
-        detail = stderr.strip()
-        return Outcome(False, output=stdout, error=f"{reason}: {detail}" if detail else reason,
-                       output_truncated=cut, usage=spent)
+        detail = (outcome.error or "").strip()
+        return replace(outcome, error=f"{reason}: {detail}" if detail else reason)
+
+    async def stop(self, session: AgentSession) -> Outcome:
+        proc, files, _ = session.handle
+        _signal_group(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.grace):
+                await _exited(proc)
+        _signal_group(proc.pid, signal.SIGKILL)
+        await _exited(proc)
+        return _ended(files)
+
+    def fresh_output(self, session: AgentSession) -> tuple[str, int]:
+        """What the session printed since the last call (stdout), and the bytes skipped."""
+        _, files, fresh = session.handle
+        return fresh.read(files[0])
 
     def terminate(self, session: AgentSession) -> None:
-        proc, files = session.handle
+        proc, files, _ = session.handle
         self._kill_group(proc.pid, lambda: proc.poll() is not None)
         proc.wait()
         _close(files)
@@ -173,7 +254,7 @@ class CommandRuntime:
         if host != HOST or not pid.isdigit():
             return  # another machine's session: the worker holding it ends it
         pgid = int(pid)
-        self._kill_group(pgid, lambda: not _group_alive(pgid))
+        self._kill_group(pgid, lambda: pid_gone(pgid))
 
     def _kill_group(self, pgid: int, gone) -> None:
         _signal_group(pgid, signal.SIGTERM)

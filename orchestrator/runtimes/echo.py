@@ -18,8 +18,11 @@ class EchoRuntime:
     def spawn(self, req: SpawnRequest) -> AgentSession:
         return AgentSession(f"echo-{uuid.uuid4().hex[:12]}", Outcome(True, output=req.prompt))
 
-    def poll(self, session: AgentSession, wait: float) -> Outcome | None:
-        return session.outcome
+    async def wait(self, session: AgentSession) -> Outcome:
+        return session.outcome  # ended within spawn: never handed to the waiter
+
+    async def stop(self, session: AgentSession) -> None:
+        return None
 
     def terminate(self, session: AgentSession) -> None:
         pass

@@ -25,6 +25,10 @@ class Aborted(Exception):
     """The request was aborted by `Request.abort`."""
 
 
+class TooLarge(http.client.HTTPException):
+    """The reply was larger than MAX_REPLY_BYTES."""
+
+
 class ConnectError(OSError):
     """No connection was made (refused, unreachable, unknown host, connect timeout)."""
 
@@ -41,6 +45,11 @@ class Reply:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+def encode(payload: Any) -> bytes:
+    """A JSON body as sent: a value's JSON, or bytes as they are."""
+    return payload if isinstance(payload, bytes) else json.dumps(payload).encode()
 
 
 def display_url(url: str) -> str:
@@ -91,7 +100,7 @@ class Request:
     def __init__(self, url: str, payload: Any, headers: dict[str, str] | None = None,
                  connect_timeout: float = 10.0, read_timeout: float = 60.0):
         self.url = url
-        self.body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.body = encode(payload)
         self.headers = {"Content-Type": "application/json", "Accept": "application/json",
                         **(headers or {})}
         self.connect_timeout = connect_timeout
@@ -117,7 +126,7 @@ class Request:
             try:
                 conn.connect()
             except OSError as exc:
-                raise ConnectError(_reason(exc)) from exc
+                raise ConnectError(os_reason(exc)) from exc
             with self._lock:
                 if self._aborted:
                     raise Aborted()
@@ -153,12 +162,13 @@ def _read_capped(resp: http.client.HTTPResponse) -> bytes:
     while chunk := resp.read(65536):
         size += len(chunk)
         if size > MAX_REPLY_BYTES:
-            raise http.client.HTTPException(f"reply larger than {MAX_REPLY_BYTES} bytes")
+            raise TooLarge(f"reply larger than {MAX_REPLY_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
+    """Why a connection failed, in a few words."""
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError):

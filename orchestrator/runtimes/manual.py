@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.profiles import Profile
-from orchestrator.runtimes import AgentSession, Outcome, SpawnRequest, register
+from orchestrator.runtimes import AgentSession, SpawnRequest, register
 
 
 @register("manual")
@@ -15,9 +15,6 @@ class ManualRuntime:
 
     def spawn(self, req: SpawnRequest) -> AgentSession:
         return AgentSession(None)
-
-    def poll(self, session: AgentSession, wait: float) -> Outcome | None:
-        return None
 
     def terminate(self, session: AgentSession) -> None:
         pass

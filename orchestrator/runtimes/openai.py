@@ -1,25 +1,30 @@
 """`openai`: one chat completion from an OpenAI-compatible endpoint (hosted, vLLM, Ollama,
 llama.cpp).
 
-The request runs on a thread of its own, so the worker keeps watching for a cancel while
-the model thinks, and a cancel or a timeout aborts it mid-flight. spawn_id is the reply's
-`id`, output is `choices[0].message.content`, and `usage` is kept. A connection reset, a
-429 or a 5xx is retried within the step's time; anything else fails the step at once.
+The request is made on the worker process's waiter loop with httpx, so a thousand
+requests in flight cost sockets, not threads, and a cancel or a timeout aborts one
+mid-flight (the task awaiting it is cancelled). spawn_id is the reply's `id`, output is
+`choices[0].message.content`, and `usage` is kept. A connection reset, a 429 or a 5xx is
+retried within the step's time; anything else fails the step at once.
 
 Profile options: `base_url` (required, e.g. `http://127.0.0.1:8000/v1`), `api_key_env`
 (the environment variable holding the key; read when the step starts, never stored),
 `headers` (table), `max_retries` (default 4), `retry_backoff_seconds` (default 0.5,
-doubling), `connect_timeout_seconds` (default 10).
+doubling), `connect_timeout_seconds` (default 10), `max_connections` (requests one worker
+process has open to this endpoint at once, default 1000; more wait for a connection).
 """
 
 from __future__ import annotations
 
-import http.client
+import asyncio
 import logging
 import os
-import threading
+import ssl
 import time
+import weakref
 from typing import Any
+
+import httpx
 
 from orchestrator import masking
 from orchestrator.profiles import Profile
@@ -31,6 +36,26 @@ log = logging.getLogger("orchestrator.runtimes.openai")
 MAX_RETRY_DELAY = 30.0
 # The body keys the runtime owns; parameters cannot replace them.
 RESERVED = ("model", "messages", "stream")
+# Idle connections kept per endpoint and process, for the next request to reuse.
+KEEPALIVE_CONNECTIONS = 20
+
+# One client per waiter loop and profile: its pool is the endpoint's connections.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
+    weakref.WeakKeyDictionary())
+_tls: ssl.SSLContext | None = None
+
+
+def _client(profile: str, max_connections: int) -> httpx.AsyncClient:
+    global _tls
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    client = per_loop.get(profile)
+    if client is None:
+        _tls = _tls or ssl.create_default_context()  # loaded once: it is the costly part
+        client = per_loop[profile] = httpx.AsyncClient(
+            verify=_tls, trust_env=False, follow_redirects=False,
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=KEEPALIVE_CONNECTIONS))
+    return client
 
 
 @register("openai")
@@ -51,9 +76,13 @@ class OpenAIRuntime:
         self.max_retries = int(opts.get("max_retries", 4))
         self.backoff = float(opts.get("retry_backoff_seconds", 0.5))
         self.connect_timeout = float(opts.get("connect_timeout_seconds", 10))
+        self.max_connections = int(opts.get("max_connections", 1000))
+        if self.max_connections < 1:
+            raise SpawnError(f"agent profile {profile.name!r}: max_connections must be at least 1")
 
     def spawn(self, req: SpawnRequest) -> AgentSession:
-        headers = dict(self.headers)
+        headers = {"Content-Type": "application/json", "Accept": "application/json",
+                   **self.headers}
         key = ""
         if self.key_env:
             key = os.environ.get(self.key_env, "")
@@ -67,20 +96,21 @@ class OpenAIRuntime:
         body.update(model=req.model, messages=[{"role": "user", "content": req.prompt}])
         call = _Completion(self, body, headers, key, time.time() + req.timeout_seconds,
                            {"run_id": req.run_id, "step_index": req.step_index})
-        call.start()
         return AgentSession(None, handle=call)
 
-    def poll(self, session: AgentSession, wait: float) -> Outcome | None:
+    async def wait(self, session: AgentSession) -> Outcome:
         call: _Completion = session.handle
-        if not call.done.wait(wait):
-            return None
-        session.spawn_id = call.spawn_id
-        return call.outcome
+        try:
+            return await call.complete()
+        finally:
+            session.spawn_id = call.spawn_id
+
+    async def stop(self, session: AgentSession) -> None:
+        # The task awaiting the request was cancelled, which closed its connection.
+        return None
 
     def terminate(self, session: AgentSession) -> None:
-        call: _Completion = session.handle
-        call.abort()
-        call.join(timeout=5)
+        pass  # the request starts only when the session is awaited
 
     def cancel(self, spawn_id: str) -> None:
         # Only the worker holding the request can abort it, and it does so as soon as it
@@ -88,12 +118,11 @@ class OpenAIRuntime:
         pass
 
 
-class _Completion(threading.Thread):
-    """The request and its retries; `outcome` is set when `done` is."""
+class _Completion:
+    """The request and its retries."""
 
     def __init__(self, runtime: OpenAIRuntime, body: dict[str, Any], headers: dict[str, str],
                  key: str, deadline: float, log_extra: dict[str, Any]):
-        super().__init__(name="openai-completion", daemon=True)
         self.rt = runtime
         self.body = body
         self.headers = headers
@@ -101,56 +130,36 @@ class _Completion(threading.Thread):
         self.deadline = deadline
         self.extra = log_extra
         self.where = httpio.display_url(runtime.url)
-        self.done = threading.Event()
-        self.outcome: Outcome | None = None
         self.spawn_id: str | None = None
-        self._wake = threading.Event()
-        self._lock = threading.Lock()
-        self._request: httpio.Request | None = None
 
-    def run(self) -> None:
+    async def complete(self) -> Outcome:
         try:
-            self.outcome = self._complete()
+            return await self._complete()
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
         except Exception as exc:  # a bug here must still end the step, with a reason
             log.exception("openai request failed unexpectedly", extra=self.extra)
-            self.outcome = Outcome(False, error=self._scrub(f"openai runtime error: {exc}"))
-        finally:
-            self.done.set()
+            return Outcome(False, error=self._scrub(f"openai runtime error: {exc}"))
 
-    def abort(self) -> None:
-        with self._lock:
-            self._wake.set()
-            request = self._request
-        if request is not None:
-            request.abort()
-
-    def _complete(self) -> Outcome:
+    async def _complete(self) -> Outcome:
+        client = _client(self.rt.profile, self.rt.max_connections)
+        payload = httpio.encode(self.body)
         tries = 0
         while True:
             tries += 1
-            remaining = self.deadline - time.time()
-            request = httpio.Request(
-                self.rt.url, self.body, self.headers,
-                connect_timeout=max(0.1, min(self.rt.connect_timeout, remaining)),
-                read_timeout=max(0.1, remaining),
-            )
-            with self._lock:
-                if self._wake.is_set():
-                    return self._aborted()
-                self._request = request
+            remaining = max(0.1, self.deadline - time.time())
+            timeout = httpx.Timeout(remaining, connect=max(0.1, min(self.rt.connect_timeout,
+                                                                    remaining)))
             retry_after: float | None = None
             try:
-                reply = request.send()
-            except httpio.Aborted:
-                return self._aborted()
-            except httpio.ConnectError as exc:
-                return self._fail(f"cannot connect to {self.where}: {exc}")
-            except TimeoutError:
+                reply = await _post(client, self.rt.url, payload, self.headers, timeout)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                return self._fail(f"cannot connect to {self.where}: {_reason(exc)}")
+            except httpx.TimeoutException:
                 return self._fail(f"no reply from {self.where} within {max(0, round(remaining))} s")
-            except (ConnectionError, http.client.RemoteDisconnected,
-                    http.client.IncompleteRead) as exc:
+            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
                 problem = f"connection to {self.where} was reset ({type(exc).__name__})"
-            except (OSError, http.client.HTTPException) as exc:
+            except (httpx.HTTPError, httpio.TooLarge) as exc:
                 return self._fail(f"request to {self.where} failed: {exc}")
             else:
                 if reply.ok:
@@ -164,8 +173,7 @@ class _Completion(threading.Thread):
             if tries > self.rt.max_retries or time.time() + delay >= self.deadline:
                 return self._fail(f"{problem} (gave up after {tries} tries)")
             log.warning("retrying in %.1f s: %s", delay, self._scrub(problem), extra=self.extra)
-            if self._wake.wait(delay):
-                return self._aborted()
+            await asyncio.sleep(delay)
 
     def _parse(self, reply: httpio.Reply) -> Outcome:
         try:
@@ -197,12 +205,38 @@ class _Completion(threading.Thread):
     def _fail(self, error: str) -> Outcome:
         return Outcome(False, error=self._scrub(error))
 
-    def _aborted(self) -> Outcome:
-        return Outcome(False, error=f"request to {self.where} aborted")
-
     def _scrub(self, text: str) -> str:
         """A server may quote the key back in an error; it must not reach the step."""
         return text.replace(self.key, masking.MASK) if self.key else text
+
+
+async def _post(client: httpx.AsyncClient, url: str, payload: bytes, headers: dict[str, str],
+                timeout: httpx.Timeout) -> httpio.Reply:
+    """POST and read the reply, at most httpio.MAX_REPLY_BYTES of it."""
+    async with client.stream("POST", url, content=payload, headers=headers,
+                             timeout=timeout) as resp:
+        chunks, size = [], 0
+        async for chunk in resp.aiter_raw():
+            size += len(chunk)
+            if size > httpio.MAX_REPLY_BYTES:
+                raise httpio.TooLarge(f"reply larger than {httpio.MAX_REPLY_BYTES} bytes")
+            chunks.append(chunk)
+        return httpio.Reply(resp.status_code, resp.headers, b"".join(chunks))
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    """Why no connection was made, in the words httpio uses."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect timed out"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, BaseExceptionGroup):  # each address tried (happy eyeballs)
+            cause = cause.exceptions[0]
+        elif isinstance(cause, OSError) and cause.errno is not None:
+            return httpio.os_reason(cause)
+        else:
+            cause = cause.__cause__ or cause.__context__
+    return str(exc) or type(exc).__name__
 
 
 def _seconds(value: str | None) -> float | None:

@@ -16,7 +16,7 @@ import logging
 from urllib.parse import quote
 
 from orchestrator.profiles import Profile
-from orchestrator.runtimes import AgentSession, Outcome, SpawnError, SpawnRequest, httpio, register
+from orchestrator.runtimes import AgentSession, SpawnError, SpawnRequest, httpio, register
 
 log = logging.getLogger("orchestrator.runtimes.webhook")
 
@@ -84,9 +84,6 @@ class WebhookRuntime:
                 f"(a string of 1 to {MAX_SPAWN_ID} characters)"
             )
         return AgentSession(spawn_id)
-
-    def poll(self, session: AgentSession, wait: float) -> Outcome | None:
-        return None  # the gateway calls back
 
     def terminate(self, session: AgentSession) -> None:
         if session.spawn_id:

@@ -77,7 +77,8 @@ def test_output_the_runtime_cut_is_marked_truncated_on_the_step(settings):
     with db.session() as s:
         tpl = make_template(s, agent="long")
         rid = make_run(s, make_pipeline(s, templates=[tpl, make_template(s)])).run.id
-    ex.run_step(rid, 0, 1)
+    assert ex.run_step(rid, 0, 1) == "handed"
+    assert ex.drain(20)
     with db.session() as s:
         _, steps = run_queries.load_run(s, rid)
     assert steps[0].status == "completed"

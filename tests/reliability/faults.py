@@ -184,6 +184,16 @@ def worker_children(worker_pid: int) -> list[int]:
         return []
 
 
+def holder_pid(database_url: str, run_id: int, index: int = 0) -> int:
+    """The pid of the worker process holding a run's step."""
+    import psycopg
+
+    with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+        worker = conn.execute("SELECT worker FROM run_steps WHERE run_id = %s AND "
+                              "step_index = %s", (run_id, index)).fetchone()[0]
+    return int(worker.rpartition(":")[2])
+
+
 def kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)

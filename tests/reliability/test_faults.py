@@ -29,15 +29,6 @@ def pid_of(step: dict) -> int:
     return int(step["spawn_id"].rpartition(":")[2])
 
 
-def holder_pid(database_url: str, run_id: int, index: int) -> int:
-    import psycopg
-
-    with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
-        worker = conn.execute("SELECT worker FROM run_steps WHERE run_id = %s AND "
-                              "step_index = %s", (run_id, index)).fetchone()[0]
-    return int(worker.rpartition(":")[2])
-
-
 def assert_invariants(database_url: str, pipeline_ids: list[int], runs: int) -> None:
     report = check(database_url, pipeline_ids)
     assert report.ok, report.summary()
@@ -63,7 +54,7 @@ def test_killed_pool_child_and_killed_worker_leave_no_run_stuck(
         run = api.start(stop_pipe["id"])
         step = api.wait(run["id"], lambda r: r["steps_snapshot"][0]["spawn_id"])
         agent_pid = pid_of(step["steps_snapshot"][0])
-        child = holder_pid(fresh_db, run["id"], 0)
+        child = faults.holder_pid(fresh_db, run["id"], 0)
         assert child in faults.worker_children(live.procs["worker"].pid)
         killed_at = time.monotonic()
         os.kill(child, signal.SIGKILL)
@@ -78,7 +69,7 @@ def test_killed_pool_child_and_killed_worker_leave_no_run_stuck(
         # 2. The same with retries: the lost attempt is re-run and the run completes.
         run = api.start(retry_pipe["id"])
         step = api.wait(run["id"], lambda r: r["steps_snapshot"][0]["spawn_id"])
-        os.kill(holder_pid(fresh_db, run["id"], 0), signal.SIGKILL)
+        os.kill(faults.holder_pid(fresh_db, run["id"], 0), signal.SIGKILL)
         done = api.wait(run["id"], timeout=20)
         assert done["status"] == "completed", done
         assert done["steps_snapshot"][0]["attempt"] == 2

@@ -4,6 +4,7 @@ asks for one is refused at start and at spawn."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import time
@@ -73,9 +74,7 @@ def request() -> SpawnRequest:
 def finished(profile, req: SpawnRequest | None = None):
     runtime = get_runtime(profile)
     session = runtime.spawn(req or request())
-    outcome = runtime.poll(session, 20)
-    assert outcome is not None, "the command did not finish"
-    return outcome
+    return asyncio.run(asyncio.wait_for(runtime.wait(session), 20))
 
 
 def test_a_session_gets_the_short_list_its_env_and_pass_env_only(tmp_path, worker_env):
@@ -102,7 +101,8 @@ def test_every_session_has_a_usage_file_of_its_own_removed_when_it_ends(tmp_path
     assert not os.path.exists(first) and not os.path.exists(second)
 
 
-def test_a_terminated_session_leaves_no_usage_file(tmp_path, worker_env):
+@pytest.mark.parametrize("end", ["terminate", "stop"])
+def test_an_ended_session_leaves_no_usage_file(tmp_path, worker_env, end):
     where = tmp_path / "where"
     extra = f"""
 [agents.slow]
@@ -114,10 +114,13 @@ argv = ["sh", "-c", "printf %s \\"$ORCH_USAGE_FILE\\" > {where}; sleep 30"]
     deadline = time.monotonic() + 10
     while not (where.exists() and where.read_text()):
         assert time.monotonic() < deadline, "the session did not start"
-        runtime.poll(session, 0.05)
+        time.sleep(0.05)
     usage_file = where.read_text()
     assert os.path.exists(usage_file)
-    runtime.terminate(session)
+    if end == "terminate":  # a session never handed to the waiter
+        runtime.terminate(session)
+    else:
+        asyncio.run(runtime.stop(session))
     assert not os.path.exists(usage_file)
 
 
@@ -196,6 +199,7 @@ def test_secrets_a_session_prints_are_stored_masked(tmp_path, settings, worker_e
             f"echo {LLM_KEY.upper()}; echo {password.lower()} >&2; exit 4"))
         rid = make_run(s, make_pipeline(s, templates=[said, failed])).run.id
     ex.run_step(rid, 0, 1)
+    assert ex.drain(20)
     with db.session() as s:
         _, steps = run_queries.load_run(s, rid)
     assert steps[0].output == "key *** and ***"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from orchestrator.profiles import Profile
@@ -14,9 +16,7 @@ def finished(script: str):
     session = runtime.spawn(SpawnRequest(run_id=1, step_index=0, attempt=1, template_id=1,
                                          template_name="t", model="m", prompt="",
                                          parameters={}, timeout_seconds=30))
-    outcome = runtime.poll(session, 20)
-    assert outcome is not None, "the command did not finish"
-    return outcome
+    return asyncio.run(asyncio.wait_for(runtime.wait(session), 20))
 
 
 @pytest.mark.parametrize("fails", [False, True])
