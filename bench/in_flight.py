@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,7 @@ class InFlight:
         for tree in self.worktrees:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
                            capture_output=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def post(self, path: str, body: dict) -> dict:
         resp = self.http.post(self.base + path, json=body, timeout=60)
@@ -186,15 +188,20 @@ class InFlight:
         rows = self.conn.execute(
             "SELECT r.created_at, r.status, s.completed_at, "
             "  (SELECT max(e.created_at) FROM run_events e WHERE e.run_id = r.id "
-            "   AND e.step_index = 0 AND e.type = 'step.spawned') "
+            "   AND e.step_index = 0 AND e.type = 'step.spawned'), s.started_at "
             "FROM pipeline_runs r JOIN run_steps s ON s.run_id = r.id AND s.step_index = 0 "
             "WHERE r.id = ANY(%s)", (ids,)).fetchall()
         created = [r[0] for r in rows]
         spawned = [r[3] for r in rows]
         late = [r[2] - r[3] - self.seconds for r in rows]
+        queued = [r[4] - r[0] for r in rows]  # a run's start to its step's claim
+        spawning = [(r[3] - r[4]) * 1000 for r in rows]  # the claim to the spawn recorded
         return {
             "sessions": sessions,
             "completed": sum(r[1] == "completed" for r in rows),
+            "starts_span_s": max(created) - min(created),
+            "start_to_claim_s": {"p50": pct(queued, 50), "max": max(queued)},
+            "claim_to_spawn_ms": {"p50": pct(spawning, 50), "p99": pct(spawning, 99)},
             "last_start_to_last_spawn_s": max(spawned) - max(created),
             "past_length_s": {"p50": pct(late, 50), "p99": pct(late, 99), "max": max(late)},
             "start_to_end_max_s": max(r[2] - r[0] for r in rows),
@@ -257,6 +264,10 @@ def table(r: dict) -> str:
 
     lines += [
         row("runs completed", lambda k: k["completed"], lambda k: n),
+        row("first start to last start (s)", lambda k: k["starts_span_s"]),
+        row("a run's start to its claim, max (s)", lambda k: k["start_to_claim_s"]["max"]),
+        row("claim to spawn recorded, p50 (ms)", lambda k: k["claim_to_spawn_ms"]["p50"]),
+        row("claim to spawn recorded, p99 (ms)", lambda k: k["claim_to_spawn_ms"]["p99"]),
         row("last start to last spawn (s)", lambda k: k["last_start_to_last_spawn_s"],
             lambda k: k["extrapolated"]["last_start_to_last_spawn_s"]),
         row("past the session's length, p50 (s)", lambda k: k["past_length_s"]["p50"]),

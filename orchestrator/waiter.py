@@ -65,8 +65,8 @@ class Held:
         return (self.run_id, self.step.step_index, self.step.attempt)
 
 
-# What the waiter does with a session that ended: record its outcome (None when the step
-# ended elsewhere first, and there is nothing to record).
+# What the waiter does with a session that ended: record its outcome. (One whose step
+# ended elsewhere first is stopped, and there is nothing to record.)
 Resolve = Callable[[Held, Outcome], None]
 
 
@@ -100,11 +100,6 @@ class Waiter:
         """Wait until every handed session is resolved (a warm shutdown, tests)."""
         with self._idle:
             return self._idle.wait_for(lambda: self._count == 0, timeout)
-
-    @property
-    def in_flight(self) -> int:
-        with self._idle:
-            return self._count
 
     # -- on the loop ----------------------------------------------------------------
 

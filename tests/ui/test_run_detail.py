@@ -174,3 +174,21 @@ def test_the_detail_shows_what_each_step_and_the_run_spent(open_page, keys, api)
     expect(steps.nth(1).locator(".step-usage dd")).to_have_text("10 in · 5 out")
     shot(page, "run-usage")
     assert page.errors == []
+
+
+def test_the_detail_shows_a_running_steps_output_as_it_is_printed(open_page, keys, api, tmp_path):
+    go_on = tmp_path / "go-on"
+    step = api.template(f"echo compiling; while [ ! -e {go_on} ]; do sleep 0.05; done; "
+                        "echo linking; sleep 60", name=unique("Build"))
+    run = api.start(api.pipeline(step["id"], api.template("echo after")["id"])["id"])
+    page = open_page(keys["viewer"])
+    page.goto(f"/#/runs/{run['id']}")
+    output = page.locator(".step-item").nth(0).locator(".output pre")
+    # No reload: the page reads the run again on each step.output event of the stream.
+    expect(output).to_have_text("compiling", timeout=10_000)
+    go_on.touch()
+    expect(output).to_have_text("compiling\nlinking", timeout=10_000)
+    expect(page.locator(".step-item").nth(0)).to_contain_text("running")
+    shot(page, "run-live-output")
+    api.ok("POST", "/api/pipelines/run", {"action": "cancel", "run_id": run["id"]}, 202)
+    assert page.errors == []
