@@ -184,11 +184,16 @@ def worker_children(worker_pid: int) -> list[int]:
         return []
 
 
-def holder_pid(database_url: str, run_id: int, index: int = 0) -> int:
-    """The pid of the worker process holding a run's step."""
+def psycopg_conn(database_url: str):
+    """A plain connection to the service's database, for reading what it stored."""
     import psycopg
 
-    with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+    return psycopg.connect(database_url.replace("+psycopg", ""))
+
+
+def holder_pid(database_url: str, run_id: int, index: int = 0) -> int:
+    """The pid of the worker process holding a run's step."""
+    with psycopg_conn(database_url) as conn:
         worker = conn.execute("SELECT worker FROM run_steps WHERE run_id = %s AND "
                               "step_index = %s", (run_id, index)).fetchone()[0]
     return int(worker.rpartition(":")[2])

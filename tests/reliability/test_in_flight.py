@@ -124,3 +124,27 @@ def test_a_killed_pool_process_with_sessions_in_flight_ends_every_run(
     report = check(fresh_db, [hung["id"]])
     assert report.ok, report.summary()
     assert report.runs == 100
+
+
+def test_a_warm_shutdown_waits_for_the_sessions_in_flight(fresh_db, redis_url, tmp_path):
+    env = faults.fault_env(fresh_db, redis_url, tmp_path, ADMIN_KEY)
+    with faults.stack(env, tmp_path / "stack", concurrency=2) as live:
+        api = Api(live.base_url, ADMIN_KEY)
+        pipeline = api.pipeline(api.template("sleep 3; echo done")["id"],
+                                api.template("echo after")["id"])
+        run_ids = start_all(api, pipeline["id"], 20)
+        wait_all(api, run_ids, spawned, 30)
+        worker = live.procs.pop("worker")
+        os.kill(worker.pid, signal.SIGTERM)  # what a supervisor sends the main process
+        worker.wait(timeout=30)
+        # Their sessions ended and were recorded before the pool processes exited: the
+        # runs wait only for a worker to take their second step.
+        with faults.psycopg_conn(fresh_db) as conn:
+            steps = conn.execute("SELECT status, output FROM run_steps WHERE step_index = 0 "
+                                 "AND run_id = ANY(%s)", (run_ids,)).fetchall()
+        assert steps == [("completed", "done\n")] * len(run_ids)
+        live.start_worker("worker2")
+        done = wait_all(api, run_ids, lambda r: r["status"] == "completed", 60)
+        assert all(r["steps_snapshot"][1]["output"] == "after\n" for r in done)
+    report = check(fresh_db, [pipeline["id"]])
+    assert report.ok, report.summary()
