@@ -51,15 +51,19 @@ def test_two_slots_carry_every_session_at_once_and_cancel_and_timeouts_reach_eac
     with faults.stack(env, tmp_path / "stack", concurrency=2) as live:
         api = Api(live.base_url, ADMIN_KEY)
         after = api.template("echo after")["id"]  # a pipeline has two steps at least
-        sleeper = api.pipeline(api.template("sleep 5; echo done")["id"], after)
+        gate = tmp_path / "all-spawned"
+        sleeper = api.pipeline(api.template(
+            f"while [ ! -e {gate} ]; do sleep 0.1; done; sleep 5; echo done")["id"], after)
         runs = start_all(api, sleeper["id"], SESSIONS)
+        # Every session is running, none can end before the gate opens: two slots that
+        # each held a session would never get past two.
+        wait_all(api, runs, spawned, 120)
+        gate.touch()
         done = wait_all(api, runs, lambda r: r["status"] in ("completed", "failed"), 120)
         assert [r["status"] for r in done] == ["completed"] * SESSIONS, \
             [r["steps_snapshot"][0]["error"] for r in done if r["status"] != "completed"]
         assert all(r["steps_snapshot"][0]["output"] == "done\n" for r in done)
         steps = [r["steps_snapshot"][0] for r in done]
-        # Every session was running while every other was: the last began before the first
-        # ended. Two slots that each held a session for its 5 s would have run two at a time.
         assert max(s["started_at"] for s in steps) < min(s["completed_at"] for s in steps)
         assert len({s["spawn_id"] for s in steps}) == SESSIONS
 
