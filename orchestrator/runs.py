@@ -533,13 +533,13 @@ class LiveOutput:
     step_index: int
     attempt: int
     output: str  # the step's output so far (its last OUTPUT_MAX_CHARS), as GET ?id= shows it
-    text: str  # what is new since the last one
+    text: str  # what is new since the last one ("": no event, its events' share is spent)
     offset: int  # where `text` begins in the step's output
 
 
 def record_output(s: Session, items: list[LiveOutput]) -> int:
     """Store the output so far of running steps, each with its `step.output` event: one
-    transaction a second for every session a worker holds. A step that has ended
+    transaction per tick for every session a worker holds. A step that has ended
     meanwhile keeps what its end recorded, and gets no event. Returns the steps written."""
     written = 0
     for item in items:
@@ -549,7 +549,7 @@ def record_output(s: Session, items: list[LiveOutput]) -> int:
             .values(output=item.output)
             .returning(RunStep.id)
         ).first()
-        if row is not None:
+        if row is not None and item.text:
             _step_event(s, item.run_id, item.step_index, "step.output",
                         {"attempt": item.attempt, "offset": item.offset, "text": item.text})
             written += 1

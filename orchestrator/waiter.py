@@ -59,6 +59,7 @@ class Held:
     masker: masking.StreamMasker = field(default_factory=masking.StreamMasker)
     shown: str = ""
     offset: int = 0
+    sent: int = 0  # characters its step.output events carried
 
     @property
     def key(self) -> Key:
@@ -201,8 +202,12 @@ class Waiter:
             if not new:
                 continue
             held.shown = (held.shown + new)[-limit:]
+            # Events carry at most OUTPUT_MAX_CHARS per step in all: a session printing
+            # without end keeps its stored output current, not a table of events growing.
+            text = new[:max(0, limit - held.sent)]
+            held.sent += len(text)
             items.append(runs.LiveOutput(held.run_id, held.step.step_index, held.step.attempt,
-                                         held.shown, new, held.offset))
+                                         held.shown, text, held.offset))
             held.offset += len(new)
         return items
 

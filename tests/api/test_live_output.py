@@ -64,3 +64,16 @@ def test_a_secret_a_session_prints_live_is_masked(api, stack, database_url):
     wait_output(api, run["id"], "key=***\n", within=10)
     assert ADMIN_KEY not in str(output_events(database_url, run["id"]))
     api.ok("POST", "/api/pipelines/run", {"action": "cancel", "run_id": run["id"]}, 202)
+
+
+def test_a_session_printing_without_end_stops_adding_events(api, stack, database_url):
+    # About 330 KB over some seconds: each half-second look takes up to 16 KiB of it.
+    script = ("for i in $(seq 60); do head -c 5500 /dev/zero | tr '\\0' x; sleep 0.1; done; "
+              "sleep 60")
+    pipeline = api.pipeline(api.template(script)["id"], api.template("echo after")["id"])
+    run = api.start(pipeline["id"])
+    wait_output(api, run["id"], "x" * 65536, within=30)  # OUTPUT_MAX_CHARS: it goes on
+    time.sleep(1.5)
+    sent = sum(len(e["text"]) for e in output_events(database_url, run["id"]))
+    assert 0 < sent <= 65536
+    api.ok("POST", "/api/pipelines/run", {"action": "cancel", "run_id": run["id"]}, 202)
